@@ -1,0 +1,1 @@
+"""Generation backends behind one ``generate(prompts, params)`` interface (lazy registry)."""

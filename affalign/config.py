@@ -1,0 +1,268 @@
+"""Typed job config: dataclasses loaded from the YAML specs in ``jobs/`` with ``--set`` overrides.
+
+Every key is checked: an unknown key or a value of the wrong type is a :class:`ConfigError`
+naming the file and the dotted key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from affalign.errors import ConfigError
+from affalign.scorers.base import ScorerSpec
+
+
+@dataclass
+class InputConfig:
+    """Where the tweets are and how to read them."""
+
+    path: str = ""
+    format: str = "auto"  # auto | parquet | jsonl | csv
+    group_column: str = "party"
+    # Allowed group values; rows with another value are rejected as unknown_group.
+    # Empty: every non-empty value is a group.
+    groups: list[str] = field(default_factory=list)
+    drop_retweets: bool = True
+    drop_quotes: bool = True
+
+
+@dataclass
+class ScoringConfig:
+    """Affect scoring of tweets and generations."""
+
+    enabled: bool = True
+    dimensions: list[str] = field(default_factory=lambda: ["emotion", "moral"])
+    emotion: ScorerSpec = field(default_factory=ScorerSpec)
+    moral: ScorerSpec = field(default_factory=ScorerSpec)
+    # Share of tagged human tweets to score, chosen by a hash of tweet_id (deterministic).
+    sample_fraction: float = 1.0
+
+    def spec(self, dimension: str) -> ScorerSpec:
+        return getattr(self, dimension)
+
+
+@dataclass
+class ReduceConfig:
+    """How per-topic distributions are formed (see affalign.metrics)."""
+
+    mode: str = "mean"  # mean | threshold
+    tau: float = 0.5
+
+
+@dataclass
+class GenerationConfig:
+    """LM responses per topic (paper §3.1, Table 3)."""
+
+    enabled: bool = False
+    models: list[Any] = field(default_factory=list)  # registry names, hub ids/dirs, or mappings
+    modes: list[str] = field(default_factory=lambda: ["default", "liberal", "conservative"])
+    n_responses: int = 2000
+    seed: int = 0
+    # Generate only for these topics (default: every kept topic).
+    topics: list[str] = field(default_factory=list)
+    max_topics: int = 0  # 0: no limit; else the kept topics with most tweets first
+    budget: dict[str, Any] = field(default_factory=dict)  # max_requests, max_tokens, max_dollars
+
+
+@dataclass
+class RayConfig:
+    """Where the job runs: embedded local Ray by default, or an existing cluster."""
+
+    address: str | None = None
+    num_cpus: int | None = None
+    num_gpus: int | None = None
+    read_parallelism: int | None = None
+
+
+@dataclass
+class StorageConfig:
+    """Settings for s3:// paths (credentials come from the standard AWS chain only)."""
+
+    s3_endpoint: str | None = None
+    s3_region: str | None = None
+
+
+@dataclass
+class JobConfig:
+    """One affalign job: a corpus, its taxonomy, scorers, models and the reduce."""
+
+    name: str = "job"
+    dataset: str = "covid"
+    taxonomy: str = ""  # built-in name or file; default: the dataset's built-in taxonomy
+    input: InputConfig = field(default_factory=InputConfig)
+    min_texts_per_group: int = 1000
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    reduce: ReduceConfig = field(default_factory=ReduceConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    report: bool = True
+
+    @property
+    def taxonomy_ref(self) -> str:
+        return self.taxonomy or self.dataset
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def hash(self) -> str:
+        """Content hash of the config (stable across key order)."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _check_type(value: Any, hint: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if hint is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _check_type(value, arg, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{where}: bad value {value!r}")
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
+        (arg,) = typing.get_args(hint) or (Any,)
+        return [_check_type(v, arg, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+        return dict(value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(f"unknown key {prefix}{unknown[0]} (allowed: {', '.join(sorted(names))})")
+    kwargs = {}
+    for key, value in data.items():
+        kwargs[key] = _check_type(value, hints[key], f"{where}.{key}" if where else key)
+    return cls(**kwargs)
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = data
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {dotted}: {part} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_overrides(pairs: list[str]) -> list[tuple[str, Any]]:
+    """``key.sub=value`` strings to (key, YAML-parsed value) pairs."""
+    out = []
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"--set {pair!r}: expected key=value")
+        key, raw = pair.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        out.append((key.strip(), value))
+    return out
+
+
+def validate(cfg: JobConfig, source: str) -> JobConfig:
+    """Value checks beyond types; messages name the key."""
+    from affalign.metrics import MODES
+    from affalign.schema import DIMENSIONS
+
+    def bad(key: str, msg: str) -> ConfigError:
+        return ConfigError(f"{source}: {key}: {msg}")
+
+    if cfg.input.format not in ("auto", "parquet", "jsonl", "csv"):
+        raise bad("input.format", f"{cfg.input.format!r} is not one of auto, parquet, jsonl, csv")
+    if cfg.min_texts_per_group < 1:
+        raise bad("min_texts_per_group", "must be >= 1")
+    if cfg.reduce.mode not in MODES:
+        raise bad("reduce.mode", f"{cfg.reduce.mode!r} is not one of {', '.join(MODES)}")
+    if not 0.0 <= cfg.reduce.tau <= 1.0:
+        raise bad("reduce.tau", "must be in [0, 1]")
+    if not 0.0 < cfg.scoring.sample_fraction <= 1.0:
+        raise bad("scoring.sample_fraction", "must be in (0, 1]")
+    for dim in cfg.scoring.dimensions:
+        if dim not in DIMENSIONS:
+            raise bad("scoring.dimensions", f"{dim!r} is not one of {', '.join(DIMENSIONS)}")
+    for mode in cfg.generation.modes:
+        if mode not in ("default", "liberal", "conservative"):
+            raise bad("generation.modes", f"{mode!r} is not one of default, liberal, conservative")
+    if cfg.generation.n_responses < 1:
+        raise bad("generation.n_responses", "must be >= 1")
+    return cfg
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> JobConfig:
+    """Load a job YAML, apply ``key=value`` overrides, and validate."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read job config: {exc.strerror or exc}") from exc
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: invalid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: a job config must be a mapping")
+    for key, value in parse_overrides(overrides or []):
+        _set_dotted(data, key, value)
+    try:
+        cfg = _build(JobConfig, data, "")
+    except ConfigError as exc:
+        raise ConfigError(f"{p}: {exc}") from exc
+    return validate(cfg, str(p))
+
+
+def config_from_dict(data: dict[str, Any], source: str = "<dict>") -> JobConfig:
+    """Build and validate a config from a mapping (tests and programmatic use)."""
+    return validate(_build(JobConfig, data, ""), source)

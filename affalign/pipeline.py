@@ -1,0 +1,350 @@
+"""Builds and runs the job from a config: read → validate → tag → score → finalize → reduce.
+
+The human pass streams through Ray Data and writes every row (kept, filtered or rejected) to a
+work table; the finalize pass on the driver streams that table once to publish ``rejects/`` and
+the score table and to build the additive aggregates the reduce needs, so a rerun of the reduce
+or the report never re-scores.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from affalign import __version__, reduce, schema
+from affalign.config import JobConfig
+from affalign.errors import InputError
+from affalign.io import InputFile, OutputDir, ReadUnit, filesystem, preflight, read_unit, resolve_inputs
+from affalign.scorers.base import ScorerSpec
+from affalign.stages.base import Resources, Stage, apply_stage
+from affalign.stages.topics import TopicTagStage
+from affalign.stages.validate import ValidateStage, sampled_mask
+from affalign.taxonomy import load_taxonomy
+
+log = logging.getLogger("affalign")
+
+WORK = "_work"
+ROWS = f"{WORK}/rows"
+
+
+class ReadStage(Stage):
+    """Reads the read units named in a batch into the canonical table."""
+
+    name = "read"
+    inputs = ("unit",)
+
+    def __init__(self, files: list[InputFile], uri: str, group_column: str | None, s3_endpoint: str | None, s3_region: str | None):
+        self.files = files
+        self.uri = uri
+        self.group_column = group_column
+        self.s3 = (s3_endpoint, s3_region)
+
+    def setup(self) -> None:
+        self._fs, _ = filesystem(self.uri, *self.s3)
+
+    def resources(self) -> Resources:
+        return Resources(num_cpus=1, batch_size=1)
+
+    def process(self, batch: pa.Table) -> pa.Table:
+        tables = []
+        for raw in batch.column("unit").to_pylist():
+            d = json.loads(raw)
+            unit = ReadUnit(d["file_index"], tuple(d["row_groups"]), d["row_start"], d["num_rows"])
+            tables.append(read_unit(unit, self.files[unit.file_index], self._fs, self.group_column))
+        return pa.concat_tables(tables)
+
+
+class SampleStage(Stage):
+    """Marks tagged rows outside the scoring sample as ``not_sampled`` (topic counts still see them)."""
+
+    name = "sample"
+    inputs = (schema.TWEET_ID, schema.REASON)
+
+    def __init__(self, fraction: float):
+        self.fraction = fraction
+
+    def resources(self) -> Resources:
+        return Resources(num_cpus=1, batch_size=None)
+
+    def process(self, batch: pa.Table) -> pa.Table:
+        reason = batch.column(schema.REASON).combine_chunks()
+        out = pc.invert(sampled_mask(batch.column(schema.TWEET_ID).combine_chunks(), self.fraction))
+        new = pc.if_else(pc.and_(pc.is_null(reason), out), pa.scalar("not_sampled"), reason)
+        return batch.set_column(batch.schema.get_field_index(schema.REASON), schema.REASON, new)
+
+
+def scorer_groups(cfg: JobConfig) -> list[tuple[ScorerSpec, tuple[str, ...]]]:
+    """Dimensions that share one scorer spec are scored in one pass."""
+    groups: dict[tuple, tuple[ScorerSpec, list[str]]] = {}
+    for dim in cfg.scoring.dimensions:
+        spec = cfg.scoring.spec(dim)
+        groups.setdefault(spec.key(), (spec, []))[1].append(dim)
+    return [(spec, tuple(dims)) for spec, dims in groups.values()]
+
+
+def score_stages(cfg: JobConfig) -> list[Stage]:
+    if not cfg.scoring.enabled:
+        return []
+    from affalign.stages.classify import AffectScoreStage
+
+    return [AffectScoreStage(spec, dims) for spec, dims in scorer_groups(cfg)]
+
+
+@dataclass
+class RunState:
+    """What a run learns as it goes; becomes run.json."""
+
+    cfg: JobConfig
+    out: str
+    started: float = field(default_factory=time.time)
+    timings: dict[str, float] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def timed(self, name: str):
+        state = self
+
+        class _T:
+            def __enter__(self):
+                self.t0 = time.perf_counter()
+                log.info("stage %s ...", name)
+
+            def __exit__(self, *exc):
+                state.timings[name] = round(time.perf_counter() - self.t0, 3)
+                log.info("stage %s done in %.1fs", name, state.timings[name])
+
+        return _T()
+
+
+def _versions() -> dict[str, str]:
+    out = {"affalign": __version__, "python": platform.python_version()}
+    for pkg in ("ray", "pyarrow", "numpy", "scipy", "torch", "transformers", "openai", "pyahocorasick"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def human_pass(cfg: JobConfig, files: list[InputFile], units: list[ReadUnit], out: OutputDir, cluster: dict[str, float]) -> None:
+    """Stream every input row through read → validate → tag → sample → score into the work table."""
+    import ray.data
+
+    items = [{"unit": json.dumps({"file_index": u.file_index, "row_groups": list(u.row_groups), "row_start": u.row_start, "num_rows": u.num_rows})} for u in units]
+    ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
+    stages: list[Stage] = [
+        ReadStage(files, cfg.input.path, cfg.input.group_column, cfg.storage.s3_endpoint, cfg.storage.s3_region),
+        ValidateStage(cfg.input.groups, cfg.input.drop_retweets, cfg.input.drop_quotes),
+        TopicTagStage(cfg.taxonomy_ref),
+    ]
+    if cfg.scoring.sample_fraction < 1.0:
+        stages.append(SampleStage(cfg.scoring.sample_fraction))
+    stages += score_stages(cfg)
+    for stage in stages:
+        ds = apply_stage(ds, stage, cluster)
+    out.delete_dir(ROWS)
+    ds.write_parquet(out.uri_of(ROWS) if not out.uri.startswith("s3://") else out.path(ROWS), filesystem=out.fs)
+
+
+def _dup_keys(out: OutputDir) -> set[tuple[int, int]]:
+    """(file, row) of every row whose tweet_id appeared at an earlier (file, row): later copies are duplicates."""
+    fps, files, rows = [], [], []
+    for path in out.list_files(ROWS):
+        with out.fs.open_input_file(path) as f:
+            t = pq.read_table(f, columns=[schema.TWEET_ID, schema.SOURCE_FILE, schema.SOURCE_ROW])
+        ids = t.column(schema.TWEET_ID).to_pandas()
+        valid = ids.notna().to_numpy()
+        fps.append(pd.util.hash_array(ids[valid].to_numpy(dtype=object)).astype(np.uint64))
+        files.append(t.column(schema.SOURCE_FILE).to_numpy()[valid])
+        rows.append(t.column(schema.SOURCE_ROW).to_numpy()[valid])
+    if not fps:
+        return set()
+    fp, fi, ro = np.concatenate(fps), np.concatenate(files), np.concatenate(rows)
+    order = np.lexsort((ro, fi, fp))
+    fp_sorted = fp[order]
+    later = np.zeros(len(fp), bool)
+    later[1:] = fp_sorted[1:] == fp_sorted[:-1]
+    dup = order[later]
+    return set(zip(fi[dup].tolist(), ro[dup].tolist(), strict=True))
+
+
+def finalize(cfg: JobConfig, out: OutputDir, state: RunState) -> reduce.Aggregator:
+    """One pass over the work table: publish rejects and scores, count reasons, aggregate."""
+    dups = _dup_keys(out)
+    agg = reduce.Aggregator(tuple(cfg.scoring.dimensions), cfg.reduce.tau)
+    reasons: dict[str, int] = {}
+    rows_in = 0
+    group_counts: dict[str, int] = {}
+    score_cols = [schema.score_column(d) for d in cfg.scoring.dimensions] if cfg.scoring.enabled else []
+    reject_parts, score_parts = 0, 0
+    out.delete_dir("rejects")
+    out.delete_dir("scores/human")
+    for path in out.list_files(ROWS):
+        with out.fs.open_input_file(path) as f:
+            t = pq.read_table(f)
+        rows_in += t.num_rows
+        reason = t.column(schema.REASON).combine_chunks()
+        if dups:
+            keys = zip(t.column(schema.SOURCE_FILE).to_pylist(), t.column(schema.SOURCE_ROW).to_pylist(), strict=True)
+            is_dup = pa.array([k in dups for k in keys], pa.bool_())
+            reason = pc.if_else(pc.and_(is_dup, pc.is_null(reason)), pa.scalar("duplicate_tweet_id"), reason)
+            # a duplicate loses any earlier filter reason too: it is not a row of the corpus
+            reason = pc.if_else(pc.and_(is_dup, pc.is_in(reason, pa.array(schema.FILTER_REASONS))), pa.scalar("duplicate_tweet_id"), reason)
+            t = t.set_column(t.schema.get_field_index(schema.REASON), schema.REASON, reason)
+        for r, c in zip(*pc.value_counts(reason).flatten(), strict=True):
+            key = r.as_py() or "kept"
+            reasons[key] = reasons.get(key, 0) + c.as_py()
+        rejected = t.filter(pc.is_in(reason, pa.array(schema.REJECT_REASONS)))
+        if rejected.num_rows:
+            out.publish_table(f"rejects/part-{reject_parts:05d}.parquet", rejected.drop_columns([c for c in (schema.TOPICS, *score_cols) if c in rejected.column_names]))
+            reject_parts += 1
+        # texts in the analysis: kept (scored) rows and sampled-out rows, for topic membership
+        member = t.filter(pc.or_(pc.is_null(reason), pc.fill_null(pc.equal(reason, "not_sampled"), False)))
+        subjects = pc.binary_join_element_wise(pa.scalar("human:"), member.column(schema.GROUP), "")
+        agg.add_members(member.column(schema.TOPICS).combine_chunks(), subjects.combine_chunks() if isinstance(subjects, pa.ChunkedArray) else subjects)
+        kept = t.filter(pc.is_null(reason))
+        for g, c in zip(*pc.value_counts(kept.column(schema.GROUP)).flatten(), strict=True):
+            group_counts[g.as_py()] = group_counts.get(g.as_py(), 0) + c.as_py()
+        if kept.num_rows and score_cols:
+            scored = pa.table(
+                {
+                    "text_id": kept.column(schema.TWEET_ID),
+                    "dataset": pa.array([cfg.dataset] * kept.num_rows, pa.string()),
+                    schema.SUBJECT: pc.binary_join_element_wise(pa.scalar("human:"), kept.column(schema.GROUP), ""),
+                    schema.TOPICS: kept.column(schema.TOPICS),
+                    **{c: kept.column(c) for c in score_cols},
+                }
+            )
+            agg.add(scored)
+            out.publish_table(f"scores/human/part-{score_parts:05d}.parquet", scored)
+            score_parts += 1
+    state.info["rows"] = {
+        "in": rows_in,
+        "kept": reasons.get("kept", 0),
+        "rejected": sum(v for k, v in reasons.items() if k in schema.REJECT_REASONS),
+        "filtered": sum(v for k, v in reasons.items() if k in schema.FILTER_REASONS),
+        "by_reason": dict(sorted(reasons.items())),
+        "kept_by_group": dict(sorted(group_counts.items())),
+    }
+    return agg
+
+
+def run_job(cfg: JobConfig, out_uri: str, address: str | None = None) -> dict[str, Any]:
+    """Run a job end to end; returns the run.json document. Raises AffalignError on bad input."""
+    state = RunState(cfg, out_uri)
+    taxonomy = load_taxonomy(cfg.taxonomy_ref)
+    with state.timed("preflight"):
+        files = resolve_inputs(cfg.input.path, cfg.input.format, cfg.storage.s3_endpoint, cfg.storage.s3_region)
+        fs, _ = filesystem(cfg.input.path, cfg.storage.s3_endpoint, cfg.storage.s3_region)
+        units, file_infos = preflight(files, fs, cfg.input.group_column)
+    out = OutputDir(out_uri, cfg.storage.s3_endpoint, cfg.storage.s3_region)
+    # A run in progress is never mistaken for a finished one: outputs of an earlier run are
+    # withdrawn first, and run.json says "complete" only after every output is published.
+    for name in ("distributions.parquet", "alignment.parquet", "summary.csv"):
+        out.delete_file(name)
+    doc: dict[str, Any] = {
+        "status": "running",
+        "job": cfg.name,
+        "dataset": cfg.dataset,
+        "config_hash": cfg.hash(),
+        "config": cfg.to_dict(),
+        "inputs": file_infos,
+        "versions": _versions(),
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(state.started)),
+    }
+    out.publish_bytes("run.json", json.dumps(doc, indent=1, default=str).encode())
+    try:
+        cluster = _init_ray(cfg, address)
+        with state.timed("human_pass"):
+            if units:
+                human_pass(cfg, files, units, out, cluster)
+        with state.timed("finalize"):
+            agg = finalize(cfg, out, state)
+        groups = list(cfg.input.groups) or sorted(state.info["rows"]["kept_by_group"])
+        kept, topic_counts = reduce.kept_topics(agg.members, taxonomy.topic_names, groups, cfg.min_texts_per_group)
+        model_subjects: list[str] = []
+        with state.timed("generation"):
+            if cfg.generation.enabled and kept:
+                from affalign.generation_pipeline import run_models
+
+                model_subjects, gen_info = run_models(cfg, kept, topic_counts, out, agg, cluster)
+                doc["generation"] = gen_info
+        with state.timed("reduce"):
+            dists = agg.distributions(cfg.dataset, cfg.reduce.mode, kept)
+            align = reduce.alignment_table(dists, reduce.subject_pairs(groups, model_subjects))
+            summary = reduce.summary_rows(align, groups)
+            out.publish_table("distributions.parquet", dists)
+            out.publish_table("alignment.parquet", align)
+            out.publish_bytes("summary.csv", _summary_csv(summary).encode())
+        doc.update(
+            status="complete",
+            rows=state.info["rows"],
+            groups=groups,
+            topics={
+                "kept": [{"topic": t, "issue": taxonomy.issue_of(t), "counts": topic_counts[t]} for t in kept],
+                "dropped": [
+                    {"topic": t, "issue": taxonomy.issue_of(t), "counts": topic_counts[t], "reason": f"a group has fewer than {cfg.min_texts_per_group} tweets"}
+                    for t in taxonomy.topic_names
+                    if t not in kept
+                ],
+            },
+            outputs={"distributions": "distributions.parquet", "alignment": "alignment.parquet", "summary": "summary.csv", "rejects": "rejects/", "scores": "scores/"},
+            timings=state.timings,
+            finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        )
+        doc["summary"] = summary
+        out.publish_bytes("run.json", json.dumps(doc, indent=1, default=str).encode())
+        return doc
+    except BaseException as exc:
+        doc.update(status="failed", error=f"{type(exc).__name__}: {exc}"[:2000], timings=state.timings)
+        try:
+            out.publish_bytes("run.json", json.dumps(doc, indent=1, default=str).encode())
+        except Exception:  # noqa: BLE001 - the original error matters more
+            log.exception("could not record the failed run")
+        raise
+
+
+def _init_ray(cfg: JobConfig, address: str | None) -> dict[str, float]:
+    from affalign.runtime import init_ray
+
+    return init_ray(address or cfg.ray.address, cfg.ray.num_cpus, cfg.ray.num_gpus)
+
+
+def _summary_csv(rows: list[dict]) -> str:
+    cols = list(schema.SUMMARY_COLUMNS) + ["metric"]
+    lines = [",".join(cols)]
+    for r in rows:
+        lines.append(",".join(_csv_cell(r[c]) for c in cols))
+    return "\n".join(lines) + "\n"
+
+
+def _csv_cell(v: Any) -> str:
+    if isinstance(v, float):
+        return "" if np.isnan(v) else f"{v:.6f}"
+    s = str(v)
+    if any(ch in s for ch in ',"\n'):
+        s = '"' + s.replace('"', '""') + '"'
+    return s
+
+
+def unwrap_error(exc: BaseException) -> BaseException:
+    """The affalign error inside a Ray task error, if any (so bad input still exits 2)."""
+    seen = 0
+    cur: BaseException | None = exc
+    while cur is not None and seen < 10:
+        if isinstance(cur, InputError):
+            return cur
+        cause = getattr(cur, "cause", None) or cur.__cause__
+        cur = cause
+        seen += 1
+    return exc

@@ -1,0 +1,26 @@
+"""Lazy registry of scorers: a backend's heavy imports happen only when it is built."""
+
+from __future__ import annotations
+
+import importlib
+
+from affalign.errors import ConfigError
+from affalign.scorers.base import AffectScorer, ScorerSpec
+
+# name -> "module:Class"; modules are imported on first use.
+SCORERS: dict[str, str] = {
+    "offline": "affalign.scorers.offline:OfflineScorer",
+    "hf": "affalign.scorers.hf_classifier:HFClassifierScorer",
+    "lexicon": "affalign.scorers.lexicon:LexiconScorer",
+    "judge": "affalign.scorers.judge:LMJudgeScorer",
+}
+
+
+def make_scorer(spec: ScorerSpec, dimensions: tuple[str, ...]) -> AffectScorer:
+    """Build (but do not set up) the scorer a spec names."""
+    target = SCORERS.get(spec.scorer)
+    if target is None:
+        raise ConfigError(f"scoring: unknown scorer {spec.scorer!r}; choose one of {sorted(SCORERS)}")
+    module_name, cls_name = target.split(":")
+    cls = getattr(importlib.import_module(module_name), cls_name)
+    return cls(spec, dimensions)

@@ -1,0 +1,118 @@
+"""The stage contract and the one adapter from a stage's declared resources to ``map_batches``.
+
+A stage is a small class:
+
+* its constructor is cheap and only holds config (it is pickled to every actor);
+* ``setup()`` loads what is expensive (models, automatons) once per process or actor;
+* ``__call__(batch: pa.Table) -> pa.Table`` transforms one batch;
+* ``inputs``/``outputs`` declare the columns it reads and adds;
+* ``resources()`` declares what one replica needs.
+
+Stages are plain Python: unit tests call them on an Arrow table without Ray. ``apply_stage`` is
+the only place that turns a stage into Ray Data arguments.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import pyarrow as pa
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one replica of a stage needs, and how batches reach it."""
+
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    batch_size: int | None = 4096
+    # Stateful stages (models) run as an actor pool; stateless ones as tasks.
+    actor: bool = False
+    min_actors: int = 1
+    max_actors: int | None = None  # None: sized from the cluster
+
+
+class Stage:
+    """Base class of every stage; see the module docstring for the contract."""
+
+    name: ClassVar[str] = "stage"
+    inputs: ClassVar[tuple[str, ...]] = ()
+    outputs: ClassVar[tuple[str, ...]] = ()
+
+    _ready: bool = False
+
+    def setup(self) -> None:  # noqa: B027 - optional hook
+        """Load expensive state; called once per replica before the first batch."""
+
+    def resources(self) -> Resources:
+        return Resources()
+
+    def process(self, batch: pa.Table) -> pa.Table:
+        raise NotImplementedError
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        if not self._ready:
+            self.setup()
+            self._ready = True
+        missing = [c for c in self.inputs if c not in batch.column_names]
+        if missing:
+            raise KeyError(f"stage {self.name}: batch lacks column(s) {missing}")
+        return self.process(batch)
+
+
+class _ActorAdapter:
+    """Ray actor class wrapping a stage instance (constructed once per actor, then set up)."""
+
+    def __init__(self, stage: Stage):
+        self.stage = stage
+        self.stage.setup()
+        self.stage._ready = True
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return self.stage(batch)
+
+
+def pool_size(res: Resources, cluster: dict[str, float], reserve_cpus: float = 1.0) -> tuple[int, int]:
+    """(min, max) actors for a pool, sized so the pool can never take every CPU.
+
+    On a 2-core machine a pool of 1-CPU actors that takes both cores leaves no CPU for read tasks
+    and the job hangs; so CPU-only pools leave ``reserve_cpus`` free, GPU pools are bounded by GPUs.
+    """
+    if res.num_gpus > 0:
+        gpus = cluster.get("GPU", 0.0)
+        upper = max(1, int(math.floor(gpus / res.num_gpus + 1e-9)))
+    else:
+        cpus = cluster.get("CPU", 1.0)
+        upper = max(1, int(math.floor((cpus - reserve_cpus) / max(res.num_cpus, 1e-9) + 1e-9)))
+    if res.max_actors is not None:
+        upper = min(upper, res.max_actors)
+    lower = max(1, min(res.min_actors, upper))
+    return lower, upper
+
+
+def map_batches_kwargs(stage: Stage, cluster: dict[str, float]) -> dict[str, Any]:
+    """Ray Data ``map_batches`` arguments for a stage, from its declared resources."""
+    import ray.data
+
+    res = stage.resources()
+    kwargs: dict[str, Any] = {
+        "batch_format": "pyarrow",
+        "batch_size": res.batch_size,
+        "num_cpus": res.num_cpus,
+    }
+    if res.num_gpus:
+        kwargs["num_gpus"] = res.num_gpus
+    if res.actor:
+        lo, hi = pool_size(res, cluster)
+        kwargs["compute"] = ray.data.ActorPoolStrategy(min_size=lo, max_size=hi)
+        kwargs["fn_constructor_args"] = (stage,)
+    return kwargs
+
+
+def apply_stage(ds: Any, stage: Stage, cluster: dict[str, float]) -> Any:
+    """Append a stage to a Ray Dataset."""
+    kwargs = map_batches_kwargs(stage, cluster)
+    fn = _ActorAdapter if stage.resources().actor else stage
+    return ds.map_batches(fn, **kwargs)

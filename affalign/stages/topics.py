@@ -1,0 +1,130 @@
+"""Keyword topic tagging with Aho-Corasick (multi-label, case-insensitive, word boundaries)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import ahocorasick
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from affalign import schema
+from affalign.stages.base import Resources, Stage
+from affalign.taxonomy import Taxonomy, load_taxonomy
+
+# Everything that is not a letter, a digit, '_' or '#' separates words. Normalising both the
+# texts and the keywords this way, and padding with spaces, turns a word-boundary match into a
+# plain substring match of " keyword " - no per-match boundary checks in Python.
+_SEPARATORS = r"[^\p{L}\p{N}_#]+"
+
+
+def normalize_texts(texts: pa.Array) -> pa.Array:
+    """Lowercase and collapse separators to single spaces, padded with a space on each side."""
+    lowered = pc.utf8_lower(texts)
+    spaced = pc.replace_substring_regex(lowered, _SEPARATORS, " ")
+    return pc.binary_join_element_wise(" ", spaced, " ", "")
+
+
+def normalize_term(term: str) -> str:
+    return " ".join(normalize_texts(pa.array([term])).to_pylist()[0].split())
+
+
+def term_patterns(term: str) -> set[str]:
+    """The padded patterns a keyword matches: itself and its hashtag form."""
+    norm = normalize_term(term)
+    if not norm:
+        return set()
+    patterns = {f" {norm} "}
+    if not norm.startswith("#"):
+        patterns.add(f" #{norm.replace(' ', '')} ")
+    return patterns
+
+
+class KeywordMatcher:
+    """Tags texts with the topics whose keywords they contain."""
+
+    def __init__(self, taxonomy: Taxonomy):
+        self.taxonomy = taxonomy
+        self.topic_names = taxonomy.topic_names
+        # pattern -> [strong topic bits, weak topic bits, is a context term]
+        table: dict[str, list[int]] = {}
+        for i, topic in enumerate(taxonomy.topics):
+            for kw in topic.keywords:
+                for p in term_patterns(kw):
+                    table.setdefault(p, [0, 0, 0])[0] |= 1 << i
+            for kw in topic.context_keywords:
+                for p in term_patterns(kw):
+                    table.setdefault(p, [0, 0, 0])[1] |= 1 << i
+        for kw in taxonomy.context:
+            for p in term_patterns(kw):
+                table.setdefault(p, [0, 0, 0])[2] = 1
+        self._automaton = ahocorasick.Automaton()
+        for pattern, (strong, weak, ctx) in table.items():
+            self._automaton.add_word(pattern, (strong, weak, ctx))
+        self._automaton.make_automaton()
+        self._names_of_mask: dict[int, list[str]] = {0: []}
+
+    def _names(self, mask: int) -> list[str]:
+        names = self._names_of_mask.get(mask)
+        if names is None:
+            names = [n for i, n in enumerate(self.topic_names) if mask >> i & 1]
+            self._names_of_mask[mask] = names
+        return names
+
+    def tag_normalized(self, normalized: list[str | None]) -> list[list[str]]:
+        """Topics of texts already passed through :func:`normalize_texts`."""
+        it = self._automaton.iter
+        out: list[list[str]] = []
+        append = out.append
+        for text in normalized:
+            if not text:
+                append([])
+                continue
+            strong = weak = ctx = 0
+            for _, (s, w, c) in it(text):
+                strong |= s
+                weak |= w
+                ctx |= c
+            if weak and (ctx or strong):
+                strong |= weak
+            append(self._names(strong))
+        return out
+
+    def tag(self, texts: list[str]) -> list[list[str]]:
+        """Topics of raw texts (each a list of topic names in taxonomy order)."""
+        return self.tag_normalized(normalize_texts(pa.array(texts, pa.string())).to_pylist())
+
+
+class TopicTagStage(Stage):
+    """Adds ``topics`` to rows still in the analysis; rows with no topic are marked ``no_topic``."""
+
+    name = "tag_topics"
+    inputs: ClassVar[tuple[str, ...]] = (schema.TEXT, schema.REASON)
+    outputs: ClassVar[tuple[str, ...]] = (schema.TOPICS,)
+
+    def __init__(self, taxonomy: str, batch_size: int = 8192):
+        self.taxonomy_ref = taxonomy
+        self.batch_size = batch_size
+        self._matcher: KeywordMatcher | None = None
+
+    def setup(self) -> None:
+        self._matcher = KeywordMatcher(load_taxonomy(self.taxonomy_ref))
+
+    def resources(self) -> Resources:
+        return Resources(num_cpus=1, batch_size=self.batch_size)
+
+    def process(self, batch: pa.Table) -> pa.Table:
+        assert self._matcher is not None
+        reason = batch.column(schema.REASON)
+        text = batch.column(schema.TEXT)
+        live = pc.is_null(reason)
+        # Only rows still in the analysis are matched; others get an empty list.
+        masked = pc.if_else(live, text, pa.scalar(None, pa.string()))
+        topics = self._matcher.tag_normalized(normalize_texts(masked).to_pylist())
+        topics_arr = pa.array(topics, type=pa.list_(pa.string()))
+        no_topic = pc.and_(live, pc.equal(pc.list_value_length(topics_arr), 0))
+        new_reason = pc.if_else(no_topic, pa.scalar("no_topic"), reason)
+        batch = batch.set_column(batch.schema.get_field_index(schema.REASON), schema.REASON, new_reason)
+        if schema.TOPICS in batch.column_names:
+            batch = batch.drop_columns([schema.TOPICS])
+        return batch.append_column(schema.TOPICS, topics_arr)

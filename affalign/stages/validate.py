@@ -1,0 +1,71 @@
+"""Row validation: marks bad rows with a reason instead of dropping them."""
+
+from __future__ import annotations
+
+import zlib
+from typing import ClassVar
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from affalign import schema
+from affalign.stages.base import Resources, Stage
+
+
+def sampled_mask(ids: pa.Array, fraction: float) -> pa.Array:
+    """Deterministic per-id sample: the same tweet is in or out of the sample in every run."""
+    if fraction >= 1.0:
+        return pa.array([True] * len(ids), pa.bool_())
+    cut = int(fraction * 2**32)
+    return pa.array([v is not None and zlib.crc32(v.encode("utf-8", "replace")) < cut for v in ids.to_pylist()], pa.bool_())
+
+
+class ValidateStage(Stage):
+    """Sets ``reason`` on rows that are bad input or outside the analysis (first reason wins)."""
+
+    name = "validate"
+    inputs: ClassVar[tuple[str, ...]] = (schema.TWEET_ID, schema.USER_ID, schema.TEXT, schema.GROUP, schema.REASON)
+    outputs: ClassVar[tuple[str, ...]] = (schema.REASON,)
+
+    def __init__(
+        self,
+        groups: list[str] | None = None,
+        drop_retweets: bool = True,
+        drop_quotes: bool = True,
+        max_text_chars: int = 20_000,
+        sample_fraction: float = 1.0,
+    ):
+        self.groups = list(groups or [])
+        self.drop_retweets = drop_retweets
+        self.drop_quotes = drop_quotes
+        self.max_text_chars = max_text_chars
+        self.sample_fraction = sample_fraction
+
+    def resources(self) -> Resources:
+        return Resources(num_cpus=1, batch_size=None)
+
+    def process(self, batch: pa.Table) -> pa.Table:
+        reason = batch.column(schema.REASON).combine_chunks()
+        text = batch.column(schema.TEXT).combine_chunks()
+        group = batch.column(schema.GROUP).combine_chunks()
+        checks: list[tuple[str, pa.Array]] = [
+            ("null_tweet_id", pc.is_null(batch.column(schema.TWEET_ID))),
+            ("null_user_id", pc.is_null(batch.column(schema.USER_ID))),
+            ("null_text", pc.is_null(text)),
+            ("empty_text", pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(text)), 0)),
+            ("text_too_long", pc.greater(pc.utf8_length(text), self.max_text_chars)),
+            ("missing_group", pc.or_(pc.is_null(group), pc.equal(pc.utf8_length(group), 0))),
+        ]
+        if self.groups:
+            checks.append(("unknown_group", pc.invert(pc.is_in(group, pa.array(self.groups, pa.string())))))
+        if self.drop_retweets:
+            checks.append(("retweet", batch.column("is_retweet")))
+        if self.drop_quotes:
+            checks.append(("quote", batch.column("is_quote")))
+        if self.sample_fraction < 1.0:
+            ids = batch.column(schema.TWEET_ID).combine_chunks()
+            checks.append(("not_sampled", pc.invert(sampled_mask(ids, self.sample_fraction))))
+        for name, mask in checks:
+            hit = pc.and_(pc.is_null(reason), pc.fill_null(mask, False))
+            reason = pc.if_else(hit, pa.scalar(name), reason)
+        return batch.set_column(batch.schema.get_field_index(schema.REASON), schema.REASON, reason)
