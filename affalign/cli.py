@@ -83,6 +83,27 @@ def cmd_prompts(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    import csv
+    import io
+
+    from affalign.compare import compare_scorers, format_rows
+    from affalign.io import OutputDir
+    from affalign.scorers.base import ScorerSpec
+
+    a = ScorerSpec(scorer=args.a, model=args.a_model) if args.a else None
+    b = ScorerSpec(scorer=args.b, model=args.b_model)
+    rows = compare_scorers(args.run_dir, b, a, n=args.sample, seed=args.seed)
+    print(format_rows(rows))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    OutputDir(args.run_dir).publish_bytes("scorer_agreement.csv", buf.getvalue().encode())
+    print(f"written: {args.run_dir.rstrip('/')}/scorer_agreement.csv")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="affalign", description="Affective alignment of language models with groups of people.")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -127,6 +148,15 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--mode", choices=["default", "liberal", "conservative"], required=True)
     pr.add_argument("--topic", required=True)
     pr.set_defaults(fn=cmd_prompts)
+    cs = sub.add_parser("compare-scorers", help="per-label correlation of two scorers on a run's texts")
+    cs.add_argument("run_dir")
+    cs.add_argument("--a", default=None, help="scorer A (default: the scores the run stored)")
+    cs.add_argument("--a-model", default=None)
+    cs.add_argument("--b", default="lexicon", help="scorer B (offline, hf, lexicon, judge)")
+    cs.add_argument("--b-model", default=None)
+    cs.add_argument("--sample", type=int, default=500)
+    cs.add_argument("--seed", type=int, default=0)
+    cs.set_defaults(fn=cmd_compare)
     return p
 
 

@@ -100,7 +100,8 @@ def synthesize(spec: SynthSpec, out: str) -> dict:
         for label, words in zip(DIMENSIONS[dim], per_label, strict=True):
             if not words:
                 raise ValueError(f"every cue word of {dim}.{label} tags a topic of {tax.dataset}")
-    filler = _clean_words(sorted(set(FILLER)), matcher)
+    cue_words = {w for per_dim in lex.values() for words in per_dim.values() for w in words}
+    filler = [w for w in _clean_words(sorted(set(FILLER)), matcher) if w not in cue_words]
     off_topic = [t for t in OFF_TOPIC if not matcher.tag([t])[0]]
     rates = planted_rates(topics, spec.groups, spec.seed)
     fs, root = filesystem(out)

@@ -54,7 +54,7 @@ class ValidateStage(Stage):
             ("null_text", pc.is_null(text)),
             ("empty_text", pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(text)), 0)),
             ("text_too_long", pc.greater(pc.utf8_length(text), self.max_text_chars)),
-            ("missing_group", pc.or_(pc.is_null(group), pc.equal(pc.utf8_length(group), 0))),
+            ("missing_group", pc.or_kleene(pc.is_null(group), pc.equal(pc.utf8_length(group), 0))),
         ]
         if self.groups:
             checks.append(("unknown_group", pc.invert(pc.is_in(group, pa.array(self.groups, pa.string())))))

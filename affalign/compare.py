@@ -1,0 +1,85 @@
+"""Scorer agreement: per-label correlation between two scorers on the same texts of a run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from scipy import stats
+
+from affalign import schema
+from affalign.errors import InputError
+from affalign.io import OutputDir
+from affalign.pipeline import ROWS
+from affalign.reduce import score_matrix
+from affalign.schema import DIMENSIONS
+from affalign.scorers.base import ScorerSpec
+from affalign.scorers.registry import make_scorer
+
+
+def sample_texts(run_dir: str, n: int, seed: int = 0) -> pa.Table:
+    """A deterministic sample of the run's kept tweets, with their stored scores."""
+    out = OutputDir(run_dir)
+    parts = []
+    for path in out.list_files(ROWS):
+        with out.fs.open_input_file(path) as f:
+            t = pq.read_table(f)
+        parts.append(t.filter(pc.is_null(t.column(schema.REASON))))
+    if not parts:
+        raise InputError(f"{run_dir}: no scored rows under {ROWS}/ (is it a finished affalign run?)")
+    kept = pa.concat_tables(parts, promote_options="default")
+    if kept.num_rows == 0:
+        raise InputError(f"{run_dir}: the run kept no rows")
+    idx = np.sort(np.random.default_rng(seed).choice(kept.num_rows, size=min(n, kept.num_rows), replace=False))
+    return kept.take(pa.array(idx))
+
+
+def correlations(a: np.ndarray, b: np.ndarray, labels: tuple[str, ...], dimension: str) -> list[dict]:
+    rows = []
+    for j, label in enumerate(labels):
+        x, y = a[:, j], b[:, j]
+        ok = ~(np.isnan(x) | np.isnan(y))
+        x, y = x[ok], y[ok]
+        constant = x.size < 3 or np.ptp(x) == 0 or np.ptp(y) == 0
+        rows.append(
+            {
+                "dimension": dimension,
+                "label": label,
+                "n": int(x.size),
+                "pearson": float("nan") if constant else float(stats.pearsonr(x, y)[0]),
+                "spearman": float("nan") if constant else float(stats.spearmanr(x, y)[0]),
+                "mean_a": float(x.mean()) if x.size else float("nan"),
+                "mean_b": float(y.mean()) if y.size else float("nan"),
+            }
+        )
+    return rows
+
+
+def compare_scorers(run_dir: str, b: ScorerSpec, a: ScorerSpec | None = None, n: int = 500, seed: int = 0, dimensions: tuple[str, ...] = ("emotion", "moral")) -> list[dict]:
+    """Correlate scorer ``a`` (default: the scores the run stored) with scorer ``b`` per label."""
+    sample = sample_texts(run_dir, n, seed)
+    texts = sample.column(schema.TEXT).to_pylist()
+    dims = tuple(d for d in dimensions if a is not None or schema.score_column(d) in sample.column_names)
+    if not dims:
+        raise InputError(f"{run_dir}: the run stored no scores to compare with")
+    scorer_b = make_scorer(b, dims)
+    scorer_b.setup()
+    got_b = scorer_b.score(texts)
+    if a is None:
+        got_a = {d: score_matrix(sample.column(schema.score_column(d)), len(DIMENSIONS[d])) for d in dims}
+    else:
+        scorer_a = make_scorer(a, dims)
+        scorer_a.setup()
+        got_a = scorer_a.score(texts)
+    rows: list[dict] = []
+    for d in dims:
+        rows += correlations(np.asarray(got_a[d], float), np.asarray(got_b[d], float), DIMENSIONS[d], d)
+    return rows
+
+
+def format_rows(rows: list[dict]) -> str:
+    lines = [f"{'dimension':<9} {'label':<12} {'n':>5} {'pearson':>8} {'spearman':>8} {'mean_a':>7} {'mean_b':>7}"]
+    for r in rows:
+        lines.append(f"{r['dimension']:<9} {r['label']:<12} {r['n']:>5} {r['pearson']:>8.3f} {r['spearman']:>8.3f} {r['mean_a']:>7.3f} {r['mean_b']:>7.3f}")
+    return "\n".join(lines)

@@ -1,0 +1,80 @@
+import pytest
+
+from affalign.config import config_from_dict, load_config, parse_overrides
+from affalign.errors import ConfigError
+
+
+def write(tmp_path, text):
+    p = tmp_path / "job.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_defaults_and_yaml(tmp_path):
+    cfg = load_config(write(tmp_path, "dataset: roe\ninput: {path: data/}\n"))
+    assert cfg.dataset == "roe" and cfg.taxonomy_ref == "roe"
+    assert cfg.min_texts_per_group == 1000
+    assert cfg.input.group_column == "party"
+    assert cfg.scoring.emotion.scorer == "offline"
+    assert cfg.reduce.mode == "mean"
+
+
+def test_overrides_are_typed_and_nested(tmp_path):
+    cfg = load_config(
+        write(tmp_path, "input: {path: a}\n"),
+        ["input.path=s3://b/x", "min_texts_per_group=5", "scoring.emotion.scorer=lexicon", "input.groups=[a, b, c]", "reduce.tau=0.3"],
+    )
+    assert cfg.input.path == "s3://b/x"
+    assert cfg.min_texts_per_group == 5
+    assert cfg.scoring.emotion.scorer == "lexicon"
+    assert cfg.input.groups == ["a", "b", "c"]
+    assert cfg.reduce.tau == 0.3
+
+
+def test_unknown_key_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"input\.pth"):
+        load_config(write(tmp_path, "input: {pth: a}\n"))
+    with pytest.raises(ConfigError, match=r"scoring\.emotion\.bogus"):
+        load_config(write(tmp_path, "input: {path: a}\n"), ["scoring.emotion.bogus=1"])
+    with pytest.raises(ConfigError, match="job.yaml"):
+        load_config(write(tmp_path, "nonsense_key: 1\n"))
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("min_texts_per_group=abc", "min_texts_per_group"),
+        ("min_texts_per_group=0", "min_texts_per_group"),
+        ("reduce.mode=median", "reduce.mode"),
+        ("reduce.tau=2", "reduce.tau"),
+        ("input.format=xml", "input.format"),
+        ("input.drop_retweets=maybe", "input.drop_retweets"),
+        ("scoring.dimensions=[emotion, vibes]", "scoring.dimensions"),
+        ("generation.modes=[default, centrist]", "generation.modes"),
+    ],
+)
+def test_bad_values_are_refused_with_the_key(tmp_path, override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config(write(tmp_path, "input: {path: a}\n"), [override])
+
+
+def test_invalid_yaml_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_config(write(tmp_path, "input: [unclosed\n"))
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_overrides(["novalue"])
+
+
+def test_hash_is_stable_and_sensitive():
+    a = config_from_dict({"input": {"path": "x"}})
+    b = config_from_dict({"input": {"path": "x"}})
+    c = config_from_dict({"input": {"path": "y"}})
+    assert a.hash() == b.hash() != c.hash()
+
+
+def test_shipped_jobs_load():
+    for name in ("demo", "covid", "roe"):
+        cfg = load_config(f"jobs/{name}.yaml")
+        assert cfg.dataset in ("covid", "roe")
