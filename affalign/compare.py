@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -11,7 +13,6 @@ from scipy import stats
 from affalign import schema
 from affalign.errors import InputError
 from affalign.io import OutputDir
-from affalign.pipeline import ROWS
 from affalign.reduce import score_matrix
 from affalign.schema import DIMENSIONS
 from affalign.scorers.base import ScorerSpec
@@ -21,13 +22,17 @@ from affalign.scorers.registry import make_scorer
 def sample_texts(run_dir: str, n: int, seed: int = 0) -> pa.Table:
     """A deterministic sample of the run's kept tweets, with their stored scores."""
     out = OutputDir(run_dir)
+    try:
+        rows_dir = json.loads(out.read_bytes("run.json"))["work"]
+    except (OSError, KeyError, ValueError) as exc:
+        raise InputError(f"{run_dir}: not a finished affalign run (no run.json with a work table)") from exc
     parts = []
-    for path in out.list_files(ROWS):
+    for path in out.list_files(rows_dir):
         with out.fs.open_input_file(path) as f:
             t = pq.read_table(f)
         parts.append(t.filter(pc.is_null(t.column(schema.REASON))))
     if not parts:
-        raise InputError(f"{run_dir}: no scored rows under {ROWS}/ (is it a finished affalign run?)")
+        raise InputError(f"{run_dir}: no scored rows under {rows_dir}/ (is it a finished affalign run?)")
     kept = pa.concat_tables(parts, promote_options="default")
     if kept.num_rows == 0:
         raise InputError(f"{run_dir}: the run kept no rows")

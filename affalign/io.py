@@ -463,6 +463,12 @@ class OutputDir:
         if self.fs.get_file_info(p).type == pafs.FileType.File:
             self.fs.delete_file(p)
 
+    def list_dirs(self, rel: str) -> list[str]:
+        p = self.path(rel)
+        if self.fs.get_file_info(p).type != pafs.FileType.Directory:
+            return []
+        return sorted(i.path for i in self.fs.get_file_info(pafs.FileSelector(p)) if i.type == pafs.FileType.Directory)
+
     def list_files(self, rel: str, suffix: str = ".parquet") -> list[str]:
         p = self.path(rel)
         if self.fs.get_file_info(p).type != pafs.FileType.Directory:

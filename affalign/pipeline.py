@@ -36,6 +36,7 @@ log = logging.getLogger("affalign")
 
 WORK = "_work"
 ROWS = f"{WORK}/rows"
+DONE_MARKER = "_SUCCESS"
 
 
 class ReadStage(Stage):
@@ -44,14 +45,23 @@ class ReadStage(Stage):
     name = "read"
     inputs = ("unit",)
 
-    def __init__(self, files: list[InputFile], uri: str, group_column: str | None, s3_endpoint: str | None, s3_region: str | None):
+    def __init__(self, files: list[InputFile], uri: str, group_column: str | None, s3_endpoint: str | None, s3_region: str | None, done_rows: Any = None):
         self.files = files
         self.uri = uri
         self.group_column = group_column
         self.s3 = (s3_endpoint, s3_region)
+        # rows a previous, interrupted attempt already wrote: {file index: sorted row array}
+        # (an ObjectRef on Ray, so actors do not each get a pickled copy)
+        self.done_rows = done_rows
 
     def setup(self) -> None:
         self._fs, _ = filesystem(self.uri, *self.s3)
+        done = self.done_rows
+        if done is not None and not isinstance(done, dict):
+            import ray
+
+            done = ray.get(done)
+        self._done: dict[int, np.ndarray] = done or {}
 
     def resources(self) -> Resources:
         return Resources(num_cpus=1, batch_size=1)
@@ -61,7 +71,12 @@ class ReadStage(Stage):
         for raw in batch.column("unit").to_pylist():
             d = json.loads(raw)
             unit = ReadUnit(d["file_index"], tuple(d["row_groups"]), d["row_start"], d["num_rows"])
-            tables.append(read_unit(unit, self.files[unit.file_index], self._fs, self.group_column))
+            t = read_unit(unit, self.files[unit.file_index], self._fs, self.group_column)
+            done = self._done.get(unit.file_index)
+            if done is not None and len(done):
+                rows = t.column(schema.SOURCE_ROW).to_numpy()
+                t = t.filter(pa.array(~np.isin(rows, done)))
+            tables.append(t)
         return pa.concat_tables(tables)
 
 
@@ -136,14 +151,79 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def human_pass(cfg: JobConfig, files: list[InputFile], units: list[ReadUnit], out: OutputDir, cluster: dict[str, float]) -> None:
-    """Stream every input row through read → validate → tag → sample → score into the work table."""
+def work_key(cfg: JobConfig, files: list[InputFile]) -> str:
+    """Content key of the human pass: inputs and every setting that changes a row's content."""
+    import hashlib
+
+    tax = load_taxonomy(cfg.taxonomy_ref)
+    blob = json.dumps(
+        {
+            "version": __version__,
+            "files": [(f.uri, f.size, f.format) for f in files],
+            "taxonomy": [(t.name, t.keywords, t.context_keywords) for t in tax.topics] + [tax.context],
+            "input": {k: v for k, v in cfg.to_dict()["input"].items() if k != "path"},
+            "scoring": cfg.to_dict()["scoring"],
+        },
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def done_rows(out: OutputDir, rows_dir: str) -> dict[int, np.ndarray]:
+    """Rows already written by an interrupted attempt; unreadable (half-written) parts are removed."""
+    done: dict[int, list[np.ndarray]] = {}
+    for path in out.list_files(rows_dir):
+        try:
+            with out.fs.open_input_file(path) as f:
+                t = pq.read_table(f, columns=[schema.SOURCE_FILE, schema.SOURCE_ROW])
+        except (OSError, pa.ArrowException):
+            log.warning("removing unreadable partial output %s", path)
+            out.fs.delete_file(path)
+            continue
+        files = t.column(schema.SOURCE_FILE).to_numpy()
+        rows = t.column(schema.SOURCE_ROW).to_numpy()
+        for fi in np.unique(files):
+            done.setdefault(int(fi), []).append(rows[files == fi])
+    return {fi: np.unique(np.concatenate(parts)) for fi, parts in done.items()}
+
+
+def human_pass(cfg: JobConfig, files: list[InputFile], units: list[ReadUnit], out: OutputDir, cluster: dict[str, float], rows_dir: str, state: RunState | None = None) -> None:
+    """Stream every input row through read → validate → tag → sample → score into the work table.
+
+    Resumable: a finished pass leaves a marker and is skipped; an interrupted one is completed by
+    reading only the rows its readable part files lack (nothing is scored twice).
+    """
+    import ray
     import ray.data
 
-    items = [{"unit": json.dumps({"file_index": u.file_index, "row_groups": list(u.row_groups), "row_start": u.row_start, "num_rows": u.num_rows})} for u in units]
-    ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
+    if out.exists(rows_dir, DONE_MARKER):
+        log.info("human pass already complete in %s; reusing it", rows_dir)
+        if state is not None:
+            state.info["resumed"] = "human pass reused"
+        return
+    done = done_rows(out, rows_dir)
+    todo = []
+    for u in units:
+        have = done.get(u.file_index)
+        if u.num_rows >= 0 and have is not None:
+            n_done = int(np.count_nonzero((have >= u.row_start) & (have < u.row_start + u.num_rows)))
+            if n_done == u.num_rows:
+                continue
+        todo.append(u)
+    if done and state is not None:
+        state.info["resumed"] = f"{sum(len(v) for v in done.values())} rows reused, {len(todo)} of {len(units)} read units to do"
+    if todo:
+        items = [{"unit": json.dumps({"file_index": u.file_index, "row_groups": list(u.row_groups), "row_start": u.row_start, "num_rows": u.num_rows})} for u in todo]
+        ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
+        done_ref = ray.put(done) if done else None
+        _stream_rows(cfg, files, ds, out, cluster, rows_dir, done_ref)
+    out.publish_bytes(f"{rows_dir}/{DONE_MARKER}", b"")
+
+
+def _stream_rows(cfg: JobConfig, files: list[InputFile], ds: Any, out: OutputDir, cluster: dict[str, float], rows_dir: str, done_ref: Any) -> None:
     stages: list[Stage] = [
-        ReadStage(files, cfg.input.path, cfg.input.group_column, cfg.storage.s3_endpoint, cfg.storage.s3_region),
+        ReadStage(files, cfg.input.path, cfg.input.group_column, cfg.storage.s3_endpoint, cfg.storage.s3_region, done_ref),
         ValidateStage(cfg.input.groups, cfg.input.drop_retweets, cfg.input.drop_quotes),
         TopicTagStage(cfg.taxonomy_ref),
     ]
@@ -152,14 +232,13 @@ def human_pass(cfg: JobConfig, files: list[InputFile], units: list[ReadUnit], ou
     stages += score_stages(cfg)
     for stage in stages:
         ds = apply_stage(ds, stage, cluster)
-    out.delete_dir(ROWS)
-    ds.write_parquet(out.uri_of(ROWS) if not out.uri.startswith("s3://") else out.path(ROWS), filesystem=out.fs)
+    ds.write_parquet(out.path(rows_dir), filesystem=out.fs)
 
 
-def _dup_keys(out: OutputDir) -> set[tuple[int, int]]:
+def _dup_keys(out: OutputDir, rows_dir: str) -> set[tuple[int, int]]:
     """(file, row) of every row whose tweet_id appeared at an earlier (file, row): later copies are duplicates."""
     fps, files, rows = [], [], []
-    for path in out.list_files(ROWS):
+    for path in out.list_files(rows_dir):
         with out.fs.open_input_file(path) as f:
             t = pq.read_table(f, columns=[schema.TWEET_ID, schema.SOURCE_FILE, schema.SOURCE_ROW])
         ids = t.column(schema.TWEET_ID).to_pandas()
@@ -178,9 +257,9 @@ def _dup_keys(out: OutputDir) -> set[tuple[int, int]]:
     return set(zip(fi[dup].tolist(), ro[dup].tolist(), strict=True))
 
 
-def finalize(cfg: JobConfig, out: OutputDir, state: RunState) -> reduce.Aggregator:
+def finalize(cfg: JobConfig, out: OutputDir, state: RunState, rows_dir: str) -> reduce.Aggregator:
     """One pass over the work table: publish rejects and scores, count reasons, aggregate."""
-    dups = _dup_keys(out)
+    dups = _dup_keys(out, rows_dir)
     agg = reduce.Aggregator(tuple(cfg.scoring.dimensions), cfg.reduce.tau)
     reasons: dict[str, int] = {}
     rows_in = 0
@@ -189,7 +268,7 @@ def finalize(cfg: JobConfig, out: OutputDir, state: RunState) -> reduce.Aggregat
     reject_parts, score_parts = 0, 0
     out.delete_dir("rejects")
     out.delete_dir("scores/human")
-    for path in out.list_files(ROWS):
+    for path in out.list_files(rows_dir):
         with out.fs.open_input_file(path) as f:
             t = pq.read_table(f)
         rows_in += t.num_rows
@@ -265,11 +344,16 @@ def run_job(cfg: JobConfig, out_uri: str, address: str | None = None) -> dict[st
     out.publish_bytes("run.json", json.dumps(doc, indent=1, default=str).encode())
     try:
         cluster = _init_ray(cfg, address)
+        rows_dir = f"{ROWS}-{work_key(cfg, files)}"
+        # work tables of other configs or inputs are stale: only this key's can be resumed
+        for stale in out.list_dirs(WORK):
+            if stale != out.path(rows_dir) and stale.rsplit("/", 1)[-1].startswith("rows-"):
+                out.fs.delete_dir(stale)
+        doc["work"] = rows_dir
         with state.timed("human_pass"):
-            if units:
-                human_pass(cfg, files, units, out, cluster)
+            human_pass(cfg, files, units, out, cluster, rows_dir, state)
         with state.timed("finalize"):
-            agg = finalize(cfg, out, state)
+            agg = finalize(cfg, out, state, rows_dir)
         groups = list(cfg.input.groups) or sorted(state.info["rows"]["kept_by_group"])
         kept, topic_counts = reduce.kept_topics(agg.members, taxonomy.topic_names, groups, cfg.min_texts_per_group)
         model_subjects: list[str] = []
@@ -300,6 +384,7 @@ def run_job(cfg: JobConfig, out_uri: str, address: str | None = None) -> dict[st
             },
             outputs={"distributions": "distributions.parquet", "alignment": "alignment.parquet", "summary": "summary.csv", "rejects": "rejects/", "scores": "scores/"},
             timings=state.timings,
+            resumed=state.info.get("resumed"),
             finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         )
         doc["summary"] = summary

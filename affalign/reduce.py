@@ -30,10 +30,15 @@ def score_matrix(column: pa.ChunkedArray | pa.Array, n_labels: int) -> np.ndarra
     return flat.reshape(n, n_labels)
 
 
+# Scores are summed as integers in units of 2**-24 (float32 resolution near 1): integer sums are
+# exact and independent of order, so a resumed or re-partitioned run reduces to identical bits.
+FIXED_POINT = 2**24
+
+
 @dataclass
 class _Acc:
-    score_sum: np.ndarray
-    above: np.ndarray
+    score_sum: np.ndarray  # int64, in units of 1 / FIXED_POINT
+    above: np.ndarray  # int64 counts
     n: int = 0
 
 
@@ -80,8 +85,10 @@ class Aggregator:
             c = codes[ok]
             m = mat[ok]
             n = np.bincount(c, minlength=k)
-            sums = np.stack([np.bincount(c, weights=m[:, j], minlength=k) for j in range(m.shape[1])], axis=1)
-            above = np.stack([np.bincount(c, weights=(m[:, j] >= self.tau), minlength=k) for j in range(m.shape[1])], axis=1)
+            fixed = np.rint(m * FIXED_POINT)
+            # per-batch float64 sums of integers stay exact below 2**53
+            sums = np.stack([np.bincount(c, weights=fixed[:, j], minlength=k) for j in range(m.shape[1])], axis=1).astype(np.int64)
+            above = np.stack([np.bincount(c, weights=(m[:, j] >= self.tau), minlength=k) for j in range(m.shape[1])], axis=1).astype(np.int64)
             for i, name in enumerate(names):
                 if n[i] == 0:
                     continue
@@ -89,7 +96,7 @@ class Aggregator:
                 key = (topic, subject, dim)
                 a = self.acc.get(key)
                 if a is None:
-                    a = self.acc[key] = _Acc(np.zeros(m.shape[1]), np.zeros(m.shape[1]), 0)
+                    a = self.acc[key] = _Acc(np.zeros(m.shape[1], np.int64), np.zeros(m.shape[1], np.int64), 0)
                 a.score_sum += sums[i]
                 a.above += above[i]
                 a.n += int(n[i])
@@ -113,7 +120,7 @@ class Aggregator:
         for (topic, subject, dim), a in sorted(self.acc.items()):
             if keep is not None and topic not in keep:
                 continue
-            values = metrics.distribution_from_sums(a.score_sum, a.above, a.n, mode)
+            values = metrics.distribution_from_sums(a.score_sum / FIXED_POINT, a.above, a.n, mode)
             for label, v in zip(DIMENSIONS[dim], values, strict=True):
                 rows["dataset"].append(dataset)
                 rows["dimension"].append(dim)
