@@ -27,7 +27,7 @@ from affalign.config import JobConfig
 from affalign.errors import InputError
 from affalign.io import InputFile, OutputDir, ReadUnit, filesystem, preflight, read_unit, resolve_inputs
 from affalign.scorers.base import ScorerSpec
-from affalign.stages.base import Resources, Stage, apply_stage
+from affalign.stages.base import STAGE_ERROR, Resources, Stage, apply_stage
 from affalign.stages.topics import TopicTagStage
 from affalign.stages.validate import ValidateStage, sampled_mask
 from affalign.taxonomy import load_taxonomy
@@ -262,6 +262,7 @@ def finalize(cfg: JobConfig, out: OutputDir, state: RunState, rows_dir: str) -> 
     dups = _dup_keys(out, rows_dir)
     agg = reduce.Aggregator(tuple(cfg.scoring.dimensions), cfg.reduce.tau)
     reasons: dict[str, int] = {}
+    errors: dict[str, int] = {}
     rows_in = 0
     group_counts: dict[str, int] = {}
     score_cols = [schema.score_column(d) for d in cfg.scoring.dimensions] if cfg.scoring.enabled else []
@@ -282,8 +283,13 @@ def finalize(cfg: JobConfig, out: OutputDir, state: RunState, rows_dir: str) -> 
             t = t.set_column(t.schema.get_field_index(schema.REASON), schema.REASON, reason)
         for r, c in zip(*pc.value_counts(reason).flatten(), strict=True):
             key = r.as_py() or "kept"
+            if key.startswith(STAGE_ERROR):
+                errors.setdefault(key, 0)
+                errors[key] += c.as_py()
+                key = STAGE_ERROR
             reasons[key] = reasons.get(key, 0) + c.as_py()
-        rejected = t.filter(pc.is_in(reason, pa.array(schema.REJECT_REASONS)))
+        is_error = pc.fill_null(pc.starts_with(reason, STAGE_ERROR), False)
+        rejected = t.filter(pc.or_(pc.is_in(reason, pa.array(schema.REJECT_REASONS)), is_error))
         if rejected.num_rows:
             out.publish_table(f"rejects/part-{reject_parts:05d}.parquet", rejected.drop_columns([c for c in (schema.TOPICS, *score_cols) if c in rejected.column_names]))
             reject_parts += 1
@@ -310,7 +316,8 @@ def finalize(cfg: JobConfig, out: OutputDir, state: RunState, rows_dir: str) -> 
     state.info["rows"] = {
         "in": rows_in,
         "kept": reasons.get("kept", 0),
-        "rejected": sum(v for k, v in reasons.items() if k in schema.REJECT_REASONS),
+        "rejected": sum(v for k, v in reasons.items() if k in schema.REJECT_REASONS or k == STAGE_ERROR),
+        "stage_errors": dict(sorted(errors.items())[:50]),
         "filtered": sum(v for k, v in reasons.items() if k in schema.FILTER_REASONS),
         "by_reason": dict(sorted(reasons.items())),
         "kept_by_group": dict(sorted(group_counts.items())),

@@ -14,11 +14,17 @@ the only place that turns a stage into Ray Data arguments.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import pyarrow as pa
+
+log = logging.getLogger("affalign")
+
+REASON = "reason"
+STAGE_ERROR = "stage_error"
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,8 @@ class Resources:
     actor: bool = False
     min_actors: int = 1
     max_actors: int | None = None  # None: sized from the cluster
+    max_restarts: int = 3  # actor restarts after a crash
+    max_retries: int = 3  # retries of a task or of an actor's batch after a crash
 
 
 class Stage:
@@ -52,6 +60,10 @@ class Stage:
     def process(self, batch: pa.Table) -> pa.Table:
         raise NotImplementedError
 
+    # Rows a stage fails on deterministically are quarantined (reason "stage_error:...") instead of
+    # failing the job forever; only stages whose batches carry a reason column can do so.
+    quarantine: ClassVar[bool] = True
+
     def __call__(self, batch: pa.Table) -> pa.Table:
         if not self._ready:
             self.setup()
@@ -59,7 +71,32 @@ class Stage:
         missing = [c for c in self.inputs if c not in batch.column_names]
         if missing:
             raise KeyError(f"stage {self.name}: batch lacks column(s) {missing}")
-        return self.process(batch)
+        if not self.quarantine or REASON not in batch.column_names:
+            return self.process(batch)
+        return self._process_or_quarantine(batch)
+
+    def _process_or_quarantine(self, batch: pa.Table) -> pa.Table:
+        try:
+            return self.process(batch)
+        except MemoryError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - isolate the rows that fail
+            if batch.num_rows <= 1:
+                return self._quarantined(batch, exc)
+            log.warning("stage %s failed on a batch of %d rows (%s); isolating the failing rows", self.name, batch.num_rows, exc)
+            half = batch.num_rows // 2
+            return pa.concat_tables(
+                [self._process_or_quarantine(batch.slice(0, half)), self._process_or_quarantine(batch.slice(half))],
+                promote_options="default",
+            )
+
+    def _quarantined(self, row: pa.Table, exc: Exception) -> pa.Table:
+        message = f"{STAGE_ERROR}:{self.name}:{type(exc).__name__}: {exc}"[:300]
+        log.warning("quarantined a row: %s", message)
+        idx = row.schema.get_field_index(REASON)
+        marked = row.set_column(idx, REASON, pa.array([message], pa.string()))
+        # stages skip rows that already have a reason, so this produces the declared columns
+        return self.process(marked)
 
 
 class _ActorAdapter:
@@ -108,6 +145,10 @@ def map_batches_kwargs(stage: Stage, cluster: dict[str, float]) -> dict[str, Any
         lo, hi = pool_size(res, cluster)
         kwargs["compute"] = ray.data.ActorPoolStrategy(min_size=lo, max_size=hi)
         kwargs["fn_constructor_args"] = (stage,)
+        # an actor that dies (e.g. killed for memory) is restarted and its batch retried
+        kwargs["ray_remote_args"] = {"max_restarts": res.max_restarts, "max_task_retries": res.max_retries}
+    else:
+        kwargs["ray_remote_args"] = {"max_retries": res.max_retries}
     return kwargs
 
 
