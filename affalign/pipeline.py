@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import platform
+import re
 import time
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -139,6 +140,18 @@ class RunState:
                 log.info("stage %s done in %.1fs", name, state.timings[name])
 
         return _T()
+
+
+_SECRET_KEY = re.compile(r"(api[_-]?key|secret|token|password|credential)", re.IGNORECASE)
+
+
+def redact(obj: Any) -> Any:
+    """A copy of a config tree with the values of secret-looking keys replaced (never written out)."""
+    if isinstance(obj, dict):
+        return {k: ("***" if _SECRET_KEY.search(str(k)) and not str(k).endswith("_env") else redact(v)) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [redact(v) for v in obj]
+    return obj
 
 
 def _versions() -> dict[str, str]:
@@ -343,7 +356,7 @@ def run_job(cfg: JobConfig, out_uri: str, address: str | None = None) -> dict[st
         "job": cfg.name,
         "dataset": cfg.dataset,
         "config_hash": cfg.hash(),
-        "config": cfg.to_dict(),
+        "config": redact(cfg.to_dict()),
         "inputs": file_infos,
         "versions": _versions(),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(state.started)),
