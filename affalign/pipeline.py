@@ -244,6 +244,8 @@ def _stream_rows(cfg: JobConfig, files: list[InputFile], ds: Any, out: OutputDir
         stages.append(SampleStage(cfg.scoring.sample_fraction))
     stages += score_stages(cfg)
     for stage in stages:
+        if hasattr(stage, "prefetch"):
+            stage.prefetch()  # models are fetched once on the driver, not once per actor
         ds = apply_stage(ds, stage, cluster)
     ds.write_parquet(out.path(rows_dir), filesystem=out.fs)
 

@@ -146,9 +146,10 @@ def map_batches_kwargs(stage: Stage, cluster: dict[str, float]) -> dict[str, Any
         kwargs["compute"] = ray.data.ActorPoolStrategy(min_size=lo, max_size=hi)
         kwargs["fn_constructor_args"] = (stage,)
         # an actor that dies (e.g. killed for memory) is restarted and its batch retried
-        kwargs["ray_remote_args"] = {"max_restarts": res.max_restarts, "max_task_retries": res.max_retries}
+        kwargs["max_restarts"] = res.max_restarts
+        kwargs["max_task_retries"] = res.max_retries
     else:
-        kwargs["ray_remote_args"] = {"max_retries": res.max_retries}
+        kwargs["max_retries"] = res.max_retries
     return kwargs
 
 

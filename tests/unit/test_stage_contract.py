@@ -61,6 +61,6 @@ def test_map_batches_kwargs_for_gpu_actor_and_cpu_task():
     kw = map_batches_kwargs(G(), {"CPU": 16.0, "GPU": 2.0})
     assert kw["num_gpus"] == 1 and kw["batch_size"] == 1024
     assert kw["compute"].min_size == 1 and kw["compute"].max_size == 2
-    assert kw["ray_remote_args"]["max_restarts"] == 3
+    assert kw["max_restarts"] == 3 and kw["max_task_retries"] == 3
     kw = map_batches_kwargs(Boom(), {"CPU": 2.0})
     assert "compute" not in kw and "num_gpus" not in kw
