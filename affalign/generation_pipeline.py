@@ -8,6 +8,7 @@ twice.
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Any
 
 import pyarrow as pa
@@ -55,8 +56,8 @@ def score_generations(cfg: JobConfig, gens: pa.Table, out: OutputDir, cluster: d
     todo = gens.filter(pc.invert(pc.is_in(gens.column("plan_id"), pa.array(sorted(done), pa.string())))) if done else gens
     if todo.num_rows == 0:
         return
-    ok = pc.and_(pc.is_valid(todo.column("text")), pc.equal(todo.column("finish_reason").cast(pa.string()).fill_null(""), "stop"))
-    ok = pc.or_(ok, pc.equal(todo.column("finish_reason").fill_null(""), "length"))
+    # only complete answers are scored: stopped or cut at the token limit, never errors
+    ok = pc.and_(pc.is_valid(todo.column("text")), pc.is_in(todo.column("finish_reason"), pa.array(["stop", "length"])))
     reason = pc.if_else(ok, pa.scalar(None, pa.string()), pa.scalar("generation_failed"))
     table = pa.table(
         {
@@ -73,22 +74,21 @@ def score_generations(cfg: JobConfig, gens: pa.Table, out: OutputDir, cluster: d
         ds = apply_stage(ds, stage, cluster)
     scored = pa.concat_tables(ray.get(ds.to_arrow_refs())) if table.num_rows else table
     scored = scored.filter(pc.is_null(scored.column(schema.REASON))).drop_columns([schema.TEXT, schema.REASON])
-    import uuid
-
     out.publish_table(f"{MODEL_SCORES}/part-{uuid.uuid4().hex}.parquet", scored)
 
 
 def run_models(cfg: JobConfig, kept: list[str], topic_counts: dict[str, dict[str, int]], out: OutputDir, agg: reduce.Aggregator, cluster: dict[str, float]) -> tuple[list[str], dict[str, Any]]:
     """Generate, score and aggregate every configured model; returns model subjects and run info."""
-    from affalign.generation.job import read_generations, run_generation
+    from affalign.generation.job import run_generation
     from affalign.generation.models import resolve_model
     from affalign.generation.plan import build_plan
+    from affalign.generation.store import read_generations
 
     models = [resolve_model(m) for m in cfg.generation.models]
     topics = choose_topics(cfg, kept, topic_counts)
     plan = build_plan(models, cfg.dataset, topics, cfg.generation.modes, cfg.generation.n_responses, cfg.generation.seed)
-    counts = run_generation(plan, models, out.uri, cluster)
-    gens = read_generations(out.uri)
+    counts = run_generation(plan, models, out.root, cluster, fs=out.fs)
+    gens = read_generations(out.root, fs=out.fs)
     gens = gens.filter(pc.is_in(gens.column("plan_id"), plan.column("plan_id")))
     score_generations(cfg, gens, out, cluster)
     planned = plan.column("plan_id")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import ClassVar
 
 import ahocorasick
@@ -20,18 +21,27 @@ _SEPARATORS = r"[^\p{L}\p{N}_#]+"
 
 def normalize_texts(texts: pa.Array) -> pa.Array:
     """Lowercase and collapse separators to single spaces, padded with a space on each side."""
+    if texts.type != pa.string():
+        texts = texts.cast(pa.string())
     lowered = pc.utf8_lower(texts)
     spaced = pc.replace_substring_regex(lowered, _SEPARATORS, " ")
     return pc.binary_join_element_wise(" ", spaced, " ", "")
 
 
 def normalize_term(term: str) -> str:
-    return " ".join(normalize_texts(pa.array([term])).to_pylist()[0].split())
+    return normalize_terms([term])[term]
 
 
-def term_patterns(term: str) -> set[str]:
+def normalize_terms(terms: list[str]) -> dict[str, str]:
+    """Normalised forms of many terms in one vectorised call (the regex compiles once)."""
+    unique = sorted(set(terms))
+    normed = normalize_texts(pa.array(unique, pa.string())).to_pylist() if unique else []
+    return {t: " ".join(n.split()) for t, n in zip(unique, normed, strict=True)}
+
+
+def term_patterns(term: str, norm: str | None = None) -> set[str]:
     """The padded patterns a keyword matches: itself and its hashtag form."""
-    norm = normalize_term(term)
+    norm = normalize_term(term) if norm is None else norm
     if not norm:
         return set()
     patterns = {f" {norm} "}
@@ -48,15 +58,18 @@ class KeywordMatcher:
         self.topic_names = taxonomy.topic_names
         # pattern -> [strong topic bits, weak topic bits, is a context term]
         table: dict[str, list[int]] = {}
+        norms = normalize_terms(
+            [kw for t in taxonomy.topics for kw in (*t.keywords, *t.context_keywords)] + list(taxonomy.context)
+        )
         for i, topic in enumerate(taxonomy.topics):
             for kw in topic.keywords:
-                for p in term_patterns(kw):
+                for p in term_patterns(kw, norms[kw]):
                     table.setdefault(p, [0, 0, 0])[0] |= 1 << i
             for kw in topic.context_keywords:
-                for p in term_patterns(kw):
+                for p in term_patterns(kw, norms[kw]):
                     table.setdefault(p, [0, 0, 0])[1] |= 1 << i
         for kw in taxonomy.context:
-            for p in term_patterns(kw):
+            for p in term_patterns(kw, norms[kw]):
                 table.setdefault(p, [0, 0, 0])[2] = 1
         self._automaton = ahocorasick.Automaton()
         for pattern, (strong, weak, ctx) in table.items():
@@ -69,7 +82,7 @@ class KeywordMatcher:
         if names is None:
             names = [n for i, n in enumerate(self.topic_names) if mask >> i & 1]
             self._names_of_mask[mask] = names
-        return names
+        return list(names)  # a copy: callers may mutate their result
 
     def tag_normalized(self, normalized: list[str | None]) -> list[list[str]]:
         """Topics of texts already passed through :func:`normalize_texts`."""
@@ -95,6 +108,12 @@ class KeywordMatcher:
         return self.tag_normalized(normalize_texts(pa.array(texts, pa.string())).to_pylist())
 
 
+@functools.lru_cache(maxsize=4)
+def cached_matcher(taxonomy_ref: str) -> KeywordMatcher:
+    """One matcher per worker process: Ray reuses workers across tasks, so it is built once each."""
+    return KeywordMatcher(load_taxonomy(taxonomy_ref))
+
+
 class TopicTagStage(Stage):
     """Adds ``topics`` to rows still in the analysis; rows with no topic are marked ``no_topic``."""
 
@@ -108,7 +127,7 @@ class TopicTagStage(Stage):
         self._matcher: KeywordMatcher | None = None
 
     def setup(self) -> None:
-        self._matcher = KeywordMatcher(load_taxonomy(self.taxonomy_ref))
+        self._matcher = cached_matcher(self.taxonomy_ref)
 
     def resources(self) -> Resources:
         return Resources(num_cpus=1, batch_size=self.batch_size)
