@@ -112,9 +112,15 @@ def scorer_groups(cfg: JobConfig) -> list[tuple[ScorerSpec, tuple[str, ...]]]:
 def score_stages(cfg: JobConfig) -> list[Stage]:
     if not cfg.scoring.enabled:
         return []
-    from affalign.stages.classify import AffectScoreStage
+    from affalign.stages.classify import AffectScoreStage, TokenizeStage
 
-    return [AffectScoreStage(spec, dims) for spec, dims in scorer_groups(cfg)]
+    stages: list[Stage] = []
+    for spec, dims in scorer_groups(cfg):
+        if spec.scorer == "hf":
+            # tokenization runs in CPU tasks so the GPU actors only run forward passes
+            stages.append(TokenizeStage(spec))
+        stages.append(AffectScoreStage(spec, dims))
+    return stages
 
 
 @dataclass

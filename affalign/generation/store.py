@@ -67,7 +67,9 @@ def topic_slug(topic: str) -> str:
 
 def shard_dir(model: str, dataset: str, topic: str, mode: str) -> str:
     """The shard directory of (model, dataset, topic, mode), relative to the root."""
-    return posixpath.join(GENERATIONS, f"model={safe_id(model)}", f"dataset={safe_id(dataset)}", f"topic={topic_slug(topic)}", f"mode={safe_id(mode)}")
+    # plain names, not hive-style key=value: the files carry these columns, and a reader that
+    # infers hive partitions (pyarrow, pandas) would clash with them
+    return posixpath.join(GENERATIONS, safe_id(model), safe_id(dataset), topic_slug(topic), safe_id(mode))
 
 
 class GenerationStore:

@@ -36,8 +36,8 @@ def plan():
 
 def test_layout_is_deterministic_and_safe():
     d = shard_dir("org/chat-x", "covid", "masks/face coverings", "liberal")
-    assert d.startswith("generations/model=org--chat-x/dataset=covid/topic=masks-face-coverings-")
-    assert d.endswith("/mode=liberal") and d == shard_dir("org/chat-x", "covid", "masks/face coverings", "liberal")
+    assert d.startswith("generations/org--chat-x/covid/masks-face-coverings-")
+    assert d.endswith("/liberal") and d == shard_dir("org/chat-x", "covid", "masks/face coverings", "liberal")
     assert topic_slug("A b") != topic_slug("a-b") and safe_id("a b/c") == "a_b--c"
 
 
