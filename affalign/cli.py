@@ -148,6 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--mode", choices=["default", "liberal", "conservative"], required=True)
     pr.add_argument("--topic", required=True)
     pr.set_defaults(fn=cmd_prompts)
+    from affalign.report.cli_hook import add_report_parser
+
+    add_report_parser(sub)
+
     cs = sub.add_parser("compare-scorers", help="per-label correlation of two scorers on a run's texts")
     cs.add_argument("run_dir")
     cs.add_argument("--a", default=None, help="scorer A (default: the scores the run stored)")

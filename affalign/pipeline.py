@@ -417,6 +417,21 @@ def run_job(cfg: JobConfig, out_uri: str, address: str | None = None) -> dict[st
         )
         doc["summary"] = summary
         out.publish_bytes("run.json", json.dumps(doc, indent=1, default=str).encode())
+        if cfg.report:
+            # the report reads only the published tables; its failure is recorded, and the
+            # tables stay complete (`affalign report RUN_DIR` can be rerun on its own)
+            with state.timed("report"):
+                try:
+                    from affalign.report import build_report
+
+                    paths = build_report(out_uri, s3_endpoint=cfg.storage.s3_endpoint, s3_region=cfg.storage.s3_region)
+                    doc["report"] = out.uri_of("report", "report.html") if "report.html" in paths else None
+                except Exception as exc:  # noqa: BLE001
+                    log.exception("the report failed")
+                    doc["report_error"] = f"{type(exc).__name__}: {exc}"[:1000]
+            doc["timings"] = state.timings
+            out.publish_bytes("run.json", json.dumps(doc, indent=1, default=str).encode())
+        out.delete_dir("_tmp")
         return doc
     except BaseException as exc:
         doc.update(status="failed", error=f"{type(exc).__name__}: {exc}"[:2000], timings=state.timings)
