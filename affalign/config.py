@@ -22,6 +22,24 @@ from affalign.scorers.base import ScorerSpec
 
 
 @dataclass
+class IdeologyConfig:
+    """Groups inferred from the news domains users share (Appendix A.1, Rao et al. 2021).
+
+    When enabled, a pass over the corpus gives each user the mean bias of the domains they share
+    (a domain -> bias table in [-1, 1]); users at or below ``-threshold`` get ``labels[0]``, at or
+    above ``+threshold`` ``labels[1]``; neutral users and users with fewer than ``min_domains``
+    matched shares are left out (their tweets filtered as ``user_not_labelled``) and counted.
+    """
+
+    enabled: bool = False
+    domains_column: str = "urls"  # per row: a list of URLs/domains, or one (CSV: space-separated)
+    bias_table: str = "example"  # "example" (the shipped example table) or a CSV path (domain,bias)
+    threshold: float = 0.2
+    min_domains: int = 3
+    labels: list[str] = field(default_factory=lambda: ["liberal", "conservative"])
+
+
+@dataclass
 class InputConfig:
     """Where the tweets are and how to read them."""
 
@@ -33,6 +51,8 @@ class InputConfig:
     groups: list[str] = field(default_factory=list)
     drop_retweets: bool = True
     drop_quotes: bool = True
+    # groups from shared domains instead of the group column
+    ideology: IdeologyConfig = field(default_factory=IdeologyConfig)
 
 
 @dataclass
@@ -236,6 +256,16 @@ def validate(cfg: JobConfig, source: str) -> JobConfig:
     for mode in cfg.generation.modes:
         if mode not in ("default", "liberal", "conservative"):
             raise bad("generation.modes", f"{mode!r} is not one of default, liberal, conservative")
+    ideo = cfg.input.ideology
+    if ideo.enabled:
+        if not 0.0 < ideo.threshold <= 1.0:
+            raise bad("input.ideology.threshold", "must be in (0, 1]")
+        if ideo.min_domains < 1:
+            raise bad("input.ideology.min_domains", "must be >= 1")
+        if len(ideo.labels) != 2 or ideo.labels[0] == ideo.labels[1]:
+            raise bad("input.ideology.labels", "needs two distinct group names")
+        if cfg.input.groups and sorted(cfg.input.groups) != sorted(ideo.labels):
+            raise bad("input.groups", f"with input.ideology the groups are its labels {ideo.labels}; leave input.groups empty or equal to them")
     if cfg.generation.n_responses < 1:
         raise bad("generation.n_responses", "must be >= 1")
     return cfg

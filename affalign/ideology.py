@@ -119,16 +119,21 @@ def load_bias_table(source: str | Path = EXAMPLE_TABLE) -> BiasTable:
     Raises :class:`ConfigError` naming the file and line of a bad row, a bias outside [-1, 1]
     or a domain listed twice.
     """
+    return parse_bias_table(bias_table_text(source), bias_table_name(source))
+
+
+def bias_table_name(source: str | Path) -> str:
+    return "affalign/data/domain_bias_example.csv" if str(source) == EXAMPLE_TABLE else str(source)
+
+
+def bias_table_text(source: str | Path = EXAMPLE_TABLE) -> str:
+    """The text of a bias table (read on the driver, so workers need no copy of the file)."""
     if str(source) == EXAMPLE_TABLE:
-        text = resources.files("affalign.data").joinpath("domain_bias_example.csv").read_text(encoding="utf-8")
-        name = "affalign/data/domain_bias_example.csv"
-    else:
-        try:
-            text = Path(source).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"{source}: cannot read the domain bias table: {exc.strerror or exc}") from exc
-        name = str(source)
-    return parse_bias_table(text, name)
+        return resources.files("affalign.data").joinpath("domain_bias_example.csv").read_text(encoding="utf-8")
+    try:
+        return Path(source).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{source}: cannot read the domain bias table: {exc.strerror or exc}") from exc
 
 
 def parse_bias_table(text: str, name: str = "<text>") -> BiasTable:

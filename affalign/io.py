@@ -157,11 +157,14 @@ def _jsonl_keys(head: bytes) -> set[str]:
     return keys
 
 
-def preflight(files: list[InputFile], fs: pafs.FileSystem, group_column: str | None) -> tuple[list[ReadUnit], list[dict[str, Any]]]:
+def preflight(
+    files: list[InputFile], fs: pafs.FileSystem, group_column: str | None, extra_required: dict[str, str] | None = None
+) -> tuple[list[ReadUnit], list[dict[str, Any]]]:
     """Check every file is readable and has the required columns; plan the read units.
 
-    Raises :class:`InputError` naming the file and column. Returns the units and one info dict per
-    file (for run.json).
+    Raises :class:`InputError` naming the file and column. ``extra_required`` maps further required
+    columns to the config key that asks for them. Returns the units and one info dict per file (for
+    run.json).
     """
     units: list[ReadUnit] = []
     infos: list[dict[str, Any]] = []
@@ -207,6 +210,9 @@ def preflight(files: list[InputFile], fs: pafs.FileSystem, group_column: str | N
         missing = [c for c in schema.REQUIRED_INPUT_COLUMNS if c not in columns]
         if missing and (f.format == "parquet" or columns):
             raise InputError(f"{f.uri}: missing required column '{missing[0]}' (required: {', '.join(schema.REQUIRED_INPUT_COLUMNS)})")
+        for column, key in (extra_required or {}).items():
+            if column not in columns and (f.format == "parquet" or columns):
+                raise InputError(f"{f.uri}: missing column '{column}' (required by {key})")
         info["has_group_column"] = bool(group_column and group_column in columns)
         infos.append(info)
     return units, infos
@@ -370,6 +376,45 @@ def read_unit(unit: ReadUnit, f: InputFile, fs: pafs.FileSystem, group_column: s
         return _read_csv(data, unit, group_column)
     except pa.ArrowException as exc:
         raise InputError(f"{f.uri}: unreadable {f.format} file: {exc}") from exc
+
+
+def read_unit_columns(unit: ReadUnit, f: InputFile, fs: pafs.FileSystem, columns: list[str]) -> pa.Table:
+    """Read only ``columns`` of one unit (missing values as nulls; unparseable rows skipped).
+
+    For passes that need other columns than the canonical table, e.g. the domains users share.
+    A CSV cell holding a list is split on whitespace.
+    """
+    try:
+        if f.format == "parquet":
+            with fs.open_input_file(f.path) as fh:
+                pf = pq.ParquetFile(fh)
+                wanted = [c for c in columns if c in pf.schema_arrow.names]
+                table = pf.read_row_groups(list(unit.row_groups), columns=wanted) if unit.row_groups else pf.read(columns=wanted)
+        else:
+            with fs.open_input_stream(f.path) as fh:
+                data = fh.read()
+            if f.format == "jsonl":
+                rows, reasons = _read_jsonl_robust(data)
+                rows = [r for r, why in zip(rows, reasons, strict=True) if why is None]
+                table = pa.Table.from_pylist([{c: _user_str(r.get(c)) if c == schema.USER_ID else r.get(c) for c in columns} for r in rows]) if rows else pa.table({})
+            else:
+                text = data.decode("utf-8", errors="replace")
+                recs = [{c: (rec.get(c) or None) for c in columns} for rec in csv.DictReader(io.StringIO(text, newline=""))]
+                table = pa.Table.from_pylist(recs) if recs else pa.table({})
+                for c in columns:
+                    if c in table.column_names and pa.types.is_string(table.column(c).type) and c != schema.USER_ID:
+                        table = table.set_column(table.schema.get_field_index(c), c, pc.split_pattern_regex(pc.utf8_trim_whitespace(table.column(c)), r"\s+"))
+    except pa.ArrowException as exc:
+        raise InputError(f"{f.uri}: unreadable {f.format} file: {exc}") from exc
+    n = table.num_rows
+    for c in columns:
+        if c not in table.column_names:
+            table = table.append_column(c, pa.nulls(n, pa.string()))
+    return table.select(columns)
+
+
+def _user_str(v: Any) -> Any:
+    return None if v is None else str(v)
 
 
 def _read_csv(data: bytes, unit: ReadUnit, group_column: str | None) -> pa.Table:

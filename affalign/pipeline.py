@@ -170,6 +170,16 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def _bias_table_digest(cfg: JobConfig) -> str | None:
+    import hashlib
+
+    from affalign.ideology import bias_table_text
+
+    if not cfg.input.ideology.enabled:
+        return None
+    return hashlib.sha256(bias_table_text(cfg.input.ideology.bias_table).encode()).hexdigest()
+
+
 def work_key(cfg: JobConfig, files: list[InputFile]) -> str:
     """Content key of the human pass: inputs and every setting that changes a row's content."""
     import hashlib
@@ -178,6 +188,7 @@ def work_key(cfg: JobConfig, files: list[InputFile]) -> str:
     blob = json.dumps(
         {
             "version": __version__,
+            "bias_table": _bias_table_digest(cfg),
             "files": [(f.uri, f.size, f.format) for f in files],
             "taxonomy": [(t.name, t.keywords, t.context_keywords) for t in tax.topics] + [tax.context],
             "input": {k: v for k, v in cfg.to_dict()["input"].items() if k != "path"},
@@ -187,6 +198,61 @@ def work_key(cfg: JobConfig, files: list[InputFile]) -> str:
         default=str,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def ideology_key(cfg: JobConfig, files: list[InputFile]) -> str:
+    """Content key of the ideology pass: inputs, its settings and the bias table's content."""
+    import hashlib
+
+    blob = json.dumps(
+        {"version": __version__, "files": [(f.uri, f.size, f.format) for f in files], "ideology": cfg.to_dict()["input"]["ideology"], "table": _bias_table_digest(cfg)},
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def ideology_pass(cfg: JobConfig, files: list[InputFile], units: list[ReadUnit], out: OutputDir, cluster: dict[str, float]) -> tuple[pa.Table, dict[str, Any]]:
+    """Label users from the domains they share (one streaming pass); returns (user_id, group) and counts.
+
+    Per-user sums are exact integers, so partial sums from any split of the corpus add up to the
+    same labels. The result is kept in ``_work/ideology-<key>/`` and reused by a rerun; every
+    user's mean bias and status is published as ``ideology/users.parquet``.
+    """
+    import ray.data
+
+    from affalign.ideology import combine_sums, label_users
+    from affalign.stages.ideology import DomainSumsStage
+
+    ideo = cfg.input.ideology
+    work = f"{WORK}/ideology-{ideology_key(cfg, files)}"
+    if out.exists(work, "users.parquet") and out.exists(work, "counts.json"):
+        log.info("ideology pass already complete in %s; reusing it", work)
+        with out.fs.open_input_file(out.path(work, "users.parquet")) as f:
+            users = pq.read_table(f)
+        with out.fs.open_input_stream(out.path(work, "counts.json")) as f:
+            counts = json.loads(f.read())
+    else:
+        items = [{"unit": json.dumps({"file_index": u.file_index, "row_groups": list(u.row_groups), "row_start": u.row_start, "num_rows": u.num_rows})} for u in units]
+        sums = combine_sums([])
+        if items:
+            ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
+            stage = DomainSumsStage(files, cfg.input.path, ideo.domains_column, ideo.bias_table, cfg.storage.s3_endpoint, cfg.storage.s3_region)
+            ds = apply_stage(ds, stage, cluster)
+            pending: list[pa.Table] = [sums]
+            for part in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+                pending.append(part)
+                if len(pending) >= 16:  # bound the driver's memory: fold partials as they arrive
+                    pending = [combine_sums(pending)]
+            sums = combine_sums(pending)
+        result = label_users(sums, ideo.threshold, ideo.min_domains, tuple(ideo.labels))
+        users, counts = result.users, result.counts
+        out.publish_table(f"{work}/users.parquet", users)
+        out.publish_bytes(f"{work}/counts.json", json.dumps(counts).encode())
+    out.publish_table("ideology/users.parquet", users)
+    labelled = pc.is_in(users.column("status"), pa.array(list(ideo.labels)))
+    groups = users.filter(labelled).select(["user_id", "status"]).rename_columns(["user_id", "group"])
+    return groups, counts
 
 
 def done_rows(out: OutputDir, rows_dir: str) -> dict[int, np.ndarray]:
@@ -207,7 +273,16 @@ def done_rows(out: OutputDir, rows_dir: str) -> dict[int, np.ndarray]:
     return {fi: np.unique(np.concatenate(parts)) for fi, parts in done.items()}
 
 
-def human_pass(cfg: JobConfig, files: list[InputFile], units: list[ReadUnit], out: OutputDir, cluster: dict[str, float], rows_dir: str, state: RunState | None = None) -> None:
+def human_pass(
+    cfg: JobConfig,
+    files: list[InputFile],
+    units: list[ReadUnit],
+    out: OutputDir,
+    cluster: dict[str, float],
+    rows_dir: str,
+    state: RunState | None = None,
+    user_groups: pa.Table | None = None,
+) -> None:
     """Stream every input row through read → validate → tag → sample → score into the work table.
 
     Resumable: a finished pass leaves a marker and is skipped; an interrupted one is completed by
@@ -236,16 +311,22 @@ def human_pass(cfg: JobConfig, files: list[InputFile], units: list[ReadUnit], ou
         items = [{"unit": json.dumps({"file_index": u.file_index, "row_groups": list(u.row_groups), "row_start": u.row_start, "num_rows": u.num_rows})} for u in todo]
         ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
         done_ref = ray.put(done) if done else None
-        _stream_rows(cfg, files, ds, out, cluster, rows_dir, done_ref)
+        groups_ref = ray.put(user_groups) if user_groups is not None else None
+        _stream_rows(cfg, files, ds, out, cluster, rows_dir, done_ref, groups_ref)
     out.publish_bytes(f"{rows_dir}/{DONE_MARKER}", b"")
 
 
-def _stream_rows(cfg: JobConfig, files: list[InputFile], ds: Any, out: OutputDir, cluster: dict[str, float], rows_dir: str, done_ref: Any) -> None:
+def _stream_rows(cfg: JobConfig, files: list[InputFile], ds: Any, out: OutputDir, cluster: dict[str, float], rows_dir: str, done_ref: Any, groups_ref: Any = None) -> None:
+    inferred = cfg.input.ideology.enabled
     stages: list[Stage] = [
-        ReadStage(files, cfg.input.path, cfg.input.group_column, cfg.storage.s3_endpoint, cfg.storage.s3_region, done_ref),
-        ValidateStage(cfg.input.groups, cfg.input.drop_retweets, cfg.input.drop_quotes),
-        TopicTagStage(cfg.taxonomy_ref),
+        ReadStage(files, cfg.input.path, None if inferred else cfg.input.group_column, cfg.storage.s3_endpoint, cfg.storage.s3_region, done_ref),
+        ValidateStage(cfg.input.groups, cfg.input.drop_retweets, cfg.input.drop_quotes, check_group=not inferred),
     ]
+    if inferred:
+        from affalign.stages.ideology import UserGroupStage
+
+        stages.append(UserGroupStage(groups_ref))
+    stages.append(TopicTagStage(cfg.taxonomy_ref))
     if cfg.scoring.sample_fraction < 1.0:
         stages.append(SampleStage(cfg.scoring.sample_fraction))
     stages += score_stages(cfg)
@@ -353,7 +434,9 @@ def run_job(cfg: JobConfig, out_uri: str, address: str | None = None) -> dict[st
     with state.timed("preflight"):
         files = resolve_inputs(cfg.input.path, cfg.input.format, cfg.storage.s3_endpoint, cfg.storage.s3_region)
         fs, _ = filesystem(cfg.input.path, cfg.storage.s3_endpoint, cfg.storage.s3_region)
-        units, file_infos = preflight(files, fs, cfg.input.group_column)
+        ideo = cfg.input.ideology
+        extra = {ideo.domains_column: "input.ideology.domains_column"} if ideo.enabled else None
+        units, file_infos = preflight(files, fs, None if ideo.enabled else cfg.input.group_column, extra)
     out = OutputDir(out_uri, cfg.storage.s3_endpoint, cfg.storage.s3_region)
     # A run in progress is never mistaken for a finished one: outputs of an earlier run are
     # withdrawn first, and run.json says "complete" only after every output is published.
@@ -374,15 +457,23 @@ def run_job(cfg: JobConfig, out_uri: str, address: str | None = None) -> dict[st
         cluster = _init_ray(cfg, address)
         rows_dir = f"{ROWS}-{work_key(cfg, files)}"
         # work tables of other configs or inputs are stale: only this key's can be resumed
+        current = {out.path(rows_dir)}
+        if cfg.input.ideology.enabled:
+            current.add(out.path(f"{WORK}/ideology-{ideology_key(cfg, files)}"))
         for stale in out.list_dirs(WORK):
-            if stale != out.path(rows_dir) and stale.rsplit("/", 1)[-1].startswith("rows-"):
+            if stale not in current and stale.rsplit("/", 1)[-1].startswith(("rows-", "ideology-")):
                 out.fs.delete_dir(stale)
         doc["work"] = rows_dir
+        user_groups = None
+        if cfg.input.ideology.enabled:
+            with state.timed("ideology"):
+                user_groups, doc["ideology"] = ideology_pass(cfg, files, units, out, cluster)
+            log.info("ideology: %s", doc["ideology"])
         with state.timed("human_pass"):
-            human_pass(cfg, files, units, out, cluster, rows_dir, state)
+            human_pass(cfg, files, units, out, cluster, rows_dir, state, user_groups)
         with state.timed("finalize"):
             agg = finalize(cfg, out, state, rows_dir)
-        groups = list(cfg.input.groups) or sorted(state.info["rows"]["kept_by_group"])
+        groups = list(cfg.input.groups) or (list(cfg.input.ideology.labels) if cfg.input.ideology.enabled else sorted(state.info["rows"]["kept_by_group"]))
         kept, topic_counts = reduce.kept_topics(agg.members, taxonomy.topic_names, groups, cfg.min_texts_per_group)
         model_subjects: list[str] = []
         with state.timed("generation"):

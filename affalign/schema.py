@@ -67,7 +67,7 @@ REJECT_REASONS: tuple[str, ...] = (
     "invalid_utf8",
     "text_too_long",
 )
-FILTER_REASONS: tuple[str, ...] = ("retweet", "quote", "no_topic", "not_sampled")
+FILTER_REASONS: tuple[str, ...] = ("retweet", "quote", "no_topic", "not_sampled", "user_not_labelled")
 
 # Output tables.
 DISTRIBUTIONS_SCHEMA = pa.schema(

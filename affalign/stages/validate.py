@@ -34,12 +34,15 @@ class ValidateStage(Stage):
         drop_quotes: bool = True,
         max_text_chars: int = 20_000,
         sample_fraction: float = 1.0,
+        check_group: bool = True,
     ):
         self.groups = list(groups or [])
         self.drop_retweets = drop_retweets
         self.drop_quotes = drop_quotes
         self.max_text_chars = max_text_chars
         self.sample_fraction = sample_fraction
+        # False when groups are inferred later (ideology from shared domains), not read from a column
+        self.check_group = check_group
 
     def resources(self) -> Resources:
         return Resources(num_cpus=1, batch_size=None)
@@ -54,9 +57,10 @@ class ValidateStage(Stage):
             ("null_text", pc.is_null(text)),
             ("empty_text", pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(text)), 0)),
             ("text_too_long", pc.greater(pc.utf8_length(text), self.max_text_chars)),
-            ("missing_group", pc.or_kleene(pc.is_null(group), pc.equal(pc.utf8_length(group), 0))),
         ]
-        if self.groups:
+        if self.check_group:
+            checks.append(("missing_group", pc.or_kleene(pc.is_null(group), pc.equal(pc.utf8_length(group), 0))))
+        if self.groups and self.check_group:
             checks.append(("unknown_group", pc.invert(pc.is_in(group, pa.array(self.groups, pa.string())))))
         if self.drop_retweets:
             checks.append(("retweet", batch.column("is_retweet")))
