@@ -70,7 +70,7 @@ def score_generations(cfg: JobConfig, gens: pa.Table, out: OutputDir, cluster: d
         }
     )
     ds = ray.data.from_arrow(table)
-    for stage in score_stages(cfg):
+    for stage in score_stages(cfg, cluster):
         ds = apply_stage(ds, stage, cluster)
     scored = pa.concat_tables(ray.get(ds.to_arrow_refs())) if table.num_rows else table
     scored = scored.filter(pc.is_null(scored.column(schema.REASON))).drop_columns([schema.TEXT, schema.REASON])

@@ -109,13 +109,51 @@ def scorer_groups(cfg: JobConfig) -> list[tuple[ScorerSpec, tuple[str, ...]]]:
     return [(spec, tuple(dims)) for spec, dims in groups.values()]
 
 
-def score_stages(cfg: JobConfig) -> list[Stage]:
+# scorers that run a transformer and can use a GPU
+GPU_SCORERS = ("hf", "offline")
+
+
+def gpu_shares(cfg: JobConfig, cluster: dict[str, float] | None) -> dict[tuple, float]:
+    """GPUs per actor of each scoring pass whose spec leaves ``num_gpus`` unset.
+
+    Decided from the Ray cluster's resources, not the driver's machine (on a cluster the driver
+    runs on a head without a GPU): ``device: auto`` (or ``cuda``) gets GPUs when the cluster has
+    any. When there are fewer GPUs than GPU passes (e.g. two classifiers on one GPU), the passes
+    share: each actor asks for ``GPUs / passes``, so both pools fit and neither waits forever.
+    """
+    if cluster is None:
+        return {}
+    gpus = float(cluster.get("GPU", 0.0))
+    wanting = [spec for spec, _ in scorer_groups(cfg) if spec.num_gpus is None and spec.scorer in GPU_SCORERS and spec.device != "cpu"]
+    if not wanting:
+        return {}
+    share = min(1.0, gpus / len(wanting)) if gpus > 0 else 0.0
+    return {spec.key(): share for spec in wanting}
+
+
+def score_stages(cfg: JobConfig, cluster: dict[str, float] | None = None) -> list[Stage]:
+    """The scoring stages of a job; with ``cluster``, GPUs per actor follow the cluster (see gpu_shares)."""
     if not cfg.scoring.enabled:
         return []
+    import dataclasses
+
     from affalign.stages.classify import AffectScoreStage, TokenizeStage
 
+    shares = gpu_shares(cfg, cluster)
+    gpus = float((cluster or {}).get("GPU", 0.0))
     stages: list[Stage] = []
     for spec, dims in scorer_groups(cfg):
+        key = spec.key()
+        if key in shares:
+            spec = dataclasses.replace(spec, num_gpus=shares[key])
+        elif cluster is not None and (spec.num_gpus or 0) > 0 and gpus < float(spec.num_gpus or 0):
+            log.warning(
+                "scoring.%s.num_gpus is %s but the Ray cluster has %s GPU: the scoring actors wait for a GPU node "
+                "(autoscaling); on a machine without a GPU set num_gpus: 0",
+                dims[0],
+                spec.num_gpus,
+                gpus,
+            )
         if spec.scorer == "hf":
             # tokenization runs in CPU tasks so the GPU actors only run forward passes
             stages.append(TokenizeStage(spec))
@@ -329,7 +367,7 @@ def _stream_rows(cfg: JobConfig, files: list[InputFile], ds: Any, out: OutputDir
     stages.append(TopicTagStage(cfg.taxonomy_ref))
     if cfg.scoring.sample_fraction < 1.0:
         stages.append(SampleStage(cfg.scoring.sample_fraction))
-    stages += score_stages(cfg)
+    stages += score_stages(cfg, cluster)
     for stage in stages:
         if hasattr(stage, "prefetch"):
             stage.prefetch()  # models are fetched once on the driver, not once per actor
