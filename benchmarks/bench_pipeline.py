@@ -186,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dataset", choices=["covid", "roe"], default="covid")
     ap.add_argument("--rows-per-shard", type=int, default=50_000, help="corpus shard size (a shard is at least one read task)")
     ap.add_argument("--scoring", choices=sorted(SCORING), default="lexicon")
+    ap.add_argument("--sample-fraction", type=float, default=1.0, help="scoring.sample_fraction: share of tagged tweets scored (the rest still flow through every stage)")
     ap.add_argument("--num-cpus", type=int, default=None, help="ray.num_cpus of the job (default: the machine's)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--sample-interval", type=float, default=0.5)
@@ -202,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [sys.executable, "-m", "affalign.cli", "run", str(job), "--out", str(out)]
         if args.num_cpus:
             cmd += ["--set", f"ray.num_cpus={args.num_cpus}"]
+        if args.sample_fraction < 1.0:
+            cmd += ["--set", f"scoring.sample_fraction={args.sample_fraction}"]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])), "RAY_USAGE_STATS_ENABLED": "0"}
         load_before = load1()
         t0 = time.perf_counter()
@@ -224,10 +227,11 @@ def main(argv: list[str] | None = None) -> int:
     timings = run.get("timings", {})
     rows_in = run["rows"]["in"]
     rate = rows_in / wall
+    sampled = f" on a {args.sample_fraction:g} sample ({run['rows']['kept']:,} tweets scored)" if args.sample_fraction < 1.0 else ""
     stages = ", ".join(f"{k} {v:.1f}s" for k, v in timings.items() if v >= 0.05)
     memory = f"driver peak RSS {mib(sampler.driver_rss)}, worker peak RSS {mib(sampler.worker_rss)}, workers' peak PSS sum {mib(sampler.workers_pss)} ({sampler.max_workers} workers)"
     line = (
-        f"pipeline: {rate:,.0f} rows/s end to end ({rows_in:,} {args.dataset} rows, scoring {args.scoring}, wall {wall:.1f}s incl. Ray start; "
+        f"pipeline: {rate:,.0f} rows/s end to end ({rows_in:,} {args.dataset} rows, scoring {args.scoring}{sampled}, wall {wall:.1f}s incl. Ray start; "
         f"human pass {rows_in / max(timings.get('human_pass', 0), 1e-9):,.0f} rows/s); {memory}; {stages}; "
         f"max RSS of a reaped process {mib(children_maxrss)}; load {load_before:.2f} -> {load_after:.2f}"
     )
@@ -236,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         record_rows(
             [
                 {
-                    "benchmark": f"bench_pipeline: affalign run ({args.dataset}), scoring {args.scoring}",
+                    "benchmark": f"bench_pipeline: affalign run ({args.dataset}), scoring {args.scoring}{sampled}",
                     "figure": f"{rate:,.0f}",
                     "unit": "rows/s end to end",
                     "hardware": hardware(),

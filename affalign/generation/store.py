@@ -2,7 +2,7 @@
 
 Layout under a run's root (local path now; any ``pyarrow.fs`` URI such as ``s3://`` later)::
 
-    generations/model=<safe id>/dataset=<dataset>/topic=<slug>-<hash8>/mode=<mode>/part-<hash16>.parquet
+    generations/<safe model id>/<dataset>/<topic slug>-<hash8>/<mode>/part-<hash16>.parquet
 
 * Shard directories are a pure function of (model, dataset, topic, mode); rows also carry those
   values in full, so readers never parse directory names.

@@ -10,6 +10,7 @@ draws on the same budget as generation when they share one.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from typing import Any
@@ -63,10 +64,18 @@ class LMJudgeScorer(AffectScorer):
     def setup(self) -> None:
         opts = dict(self.spec.options)
         self.max_attempts = int(opts.pop("max_attempts", 3))
-        backend = opts.pop("backend", "openai")
-        kind = opts.pop("kind", "instruct")
         model_id = self.spec.model or "gpt-3.5-turbo-1106"
-        model = ModelSpec(id=model_id, backend=backend, kind=kind, path=model_id, batch_size=self.spec.batch_size, options=opts)
+        from affalign.generation.models import registry_names, resolve_model
+
+        if model_id in registry_names() and "backend" not in opts:
+            # a registry name (e.g. smollm2-135m-instruct): its backend, path and options
+            reg = resolve_model(model_id)
+            opts.pop("kind", None)
+            model = dataclasses.replace(reg, batch_size=self.spec.batch_size, options={**reg.options, **opts})
+        else:
+            backend = opts.pop("backend", "openai")
+            kind = opts.pop("kind", "instruct")
+            model = ModelSpec(id=model_id, backend=backend, kind=kind, path=model_id, batch_size=self.spec.batch_size, options=opts)
         self.backend = make_backend(model)
         self.backend.setup()
         self.params = GenerationParams(max_new_tokens=256, temperature=0.0, top_p=1.0, do_sample=False, seed=0)

@@ -19,8 +19,15 @@ SCORERS: dict[str, str] = {
 def make_scorer(spec: ScorerSpec, dimensions: tuple[str, ...]) -> AffectScorer:
     """Build (but do not set up) the scorer a spec names."""
     target = SCORERS.get(spec.scorer)
+    if target is None and ":" in spec.scorer:
+        target = spec.scorer  # a plugin, "package.module:Class", importable on every node
     if target is None:
-        raise ConfigError(f"scoring: unknown scorer {spec.scorer!r}; choose one of {sorted(SCORERS)}")
-    module_name, cls_name = target.split(":")
-    cls = getattr(importlib.import_module(module_name), cls_name)
+        raise ConfigError(f"scoring: unknown scorer {spec.scorer!r}; choose one of {sorted(SCORERS)} or name a plugin as 'module:Class'")
+    module_name, cls_name = target.split(":", 1)
+    try:
+        cls = getattr(importlib.import_module(module_name), cls_name)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"scoring: cannot load scorer {spec.scorer!r}: {exc}") from exc
+    if not (isinstance(cls, type) and issubclass(cls, AffectScorer)):
+        raise ConfigError(f"scoring: {spec.scorer!r} is not an AffectScorer subclass")
     return cls(spec, dimensions)

@@ -1,0 +1,35 @@
+"""A lexicon scorer with injected faults, loaded by jobs as the plugin ``tests.support.faulty_scorer:FaultyScorer``.
+
+``options.die_dir`` and ``options.deaths``: the first ``deaths`` calls to ``score`` across all
+processes (counted with marker files created atomically in ``die_dir``) kill their process
+outright, as the kernel's out-of-memory killer would. ``options.poison``: any batch holding a text
+with this word raises, every time (a deterministic failure).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from affalign.scorers.lexicon import LexiconScorer
+
+
+class FaultyScorer(LexiconScorer):
+    name = "faulty"
+
+    def score(self, texts: list[str]) -> dict[str, np.ndarray]:
+        opts = self.spec.options
+        die_dir, deaths = opts.get("die_dir"), int(opts.get("deaths", 0))
+        if die_dir:
+            for i in range(deaths):
+                try:
+                    fd = os.open(os.path.join(die_dir, f"died-{i}"), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                except FileExistsError:
+                    continue
+                os.close(fd)
+                os._exit(137)
+        poison = opts.get("poison")
+        if poison and any(poison in (t or "") for t in texts):
+            raise ValueError(f"poisoned text ({poison})")
+        return super().score(texts)
