@@ -4,9 +4,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 DEMO_DIR ?= runs/demo
-DEMO_ROWS ?= 30000
+DEMO_ROWS ?= 20000
 
-.PHONY: setup demo test test-all lint gpu-test clean
+.PHONY: setup demo demo-compare test test-all lint gpu-test clean
 
 setup: $(VENV)/.installed
 
@@ -28,13 +28,25 @@ demo: setup
 	$(VENV)/bin/affalign synth --dataset covid --rows $(DEMO_ROWS) --seed 0 --bad-fraction 0.01 --out $(DEMO_DIR)/corpus
 	$(VENV)/bin/affalign run jobs/demo.yaml --out $(DEMO_DIR)/out --set input.path=$(DEMO_DIR)/corpus
 
+# after `make demo`: scorer agreement on the demo run, the offline default against the lexicon and
+# against an LM judge (SmolLM2-135M is too small to answer in JSON: its failures are counted)
+demo-compare: setup
+	$(VENV)/bin/affalign compare-scorers $(DEMO_DIR)/out --b lexicon --sample 500
+	$(VENV)/bin/affalign compare-scorers $(DEMO_DIR)/out --b judge --b-model smollm2-135m-instruct --sample 12
+
 test: setup
 	$(PY) -m pytest -m "not gpu" -q
 
 lint: setup
 	$(VENV)/bin/ruff check affalign tests benchmarks scripts
 
-gpu-test: setup
+gpu-# after `make demo`: scorer agreement on the demo run, the offline default against the lexicon and
+# against an LM judge (SmolLM2-135M is too small to answer in JSON: its failures are counted)
+demo-compare: setup
+	$(VENV)/bin/affalign compare-scorers $(DEMO_DIR)/out --b lexicon --sample 500
+	$(VENV)/bin/affalign compare-scorers $(DEMO_DIR)/out --b judge --b-model smollm2-135m-instruct --sample 12
+
+test: setup
 	$(PY) -m pytest -m gpu -q
 
 clean:

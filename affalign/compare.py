@@ -20,30 +20,45 @@ from affalign.scorers.registry import make_scorer
 
 
 def sample_texts(run_dir: str, n: int, seed: int = 0) -> pa.Table:
-    """A deterministic sample of the run's kept tweets, with their stored scores."""
+    """A deterministic sample of the run's kept tweets, with their stored scores.
+
+    Two passes over the work table, so memory holds the sample, not the corpus: the first reads
+    only the ``reason`` column to count kept rows per part, the second reads the chosen rows.
+    """
     out = OutputDir(run_dir)
     try:
         rows_dir = json.loads(out.read_bytes("run.json"))["work"]
     except (OSError, KeyError, ValueError) as exc:
         raise InputError(f"{run_dir}: not a finished affalign run (no run.json with a work table)") from exc
+    paths = out.list_files(rows_dir)
+    kept_idx: list[np.ndarray] = []
+    for path in paths:
+        with out.fs.open_input_file(path) as f:
+            reason = pq.read_table(f, columns=[schema.REASON]).column(schema.REASON)
+        kept_idx.append(np.flatnonzero(pc.is_null(reason).to_numpy(zero_copy_only=False)))
+    total = sum(len(k) for k in kept_idx)
+    if not paths:
+        raise InputError(f"{run_dir}: no scored rows under {rows_dir}/ (is it a finished affalign run?)")
+    if total == 0:
+        raise InputError(f"{run_dir}: the run kept no rows")
+    chosen = np.sort(np.random.default_rng(seed).choice(total, size=min(n, total), replace=False))
+    offsets = np.cumsum([0] + [len(k) for k in kept_idx])
     parts = []
-    for path in out.list_files(rows_dir):
+    for i, path in enumerate(paths):
+        mine = chosen[(chosen >= offsets[i]) & (chosen < offsets[i + 1])] - offsets[i]
+        if len(mine) == 0:
+            continue
         with out.fs.open_input_file(path) as f:
             t = pq.read_table(f)
-        parts.append(t.filter(pc.is_null(t.column(schema.REASON))))
-    if not parts:
-        raise InputError(f"{run_dir}: no scored rows under {rows_dir}/ (is it a finished affalign run?)")
-    kept = pa.concat_tables(parts, promote_options="default")
-    if kept.num_rows == 0:
-        raise InputError(f"{run_dir}: the run kept no rows")
-    idx = np.sort(np.random.default_rng(seed).choice(kept.num_rows, size=min(n, kept.num_rows), replace=False))
-    return kept.take(pa.array(idx))
+        parts.append(t.take(pa.array(kept_idx[i][mine])))
+    return pa.concat_tables(parts, promote_options="default")
 
 
 def correlations(a: np.ndarray, b: np.ndarray, labels: tuple[str, ...], dimension: str) -> list[dict]:
     rows = []
     for j, label in enumerate(labels):
         x, y = a[:, j], b[:, j]
+        failed_a, failed_b = int(np.isnan(x).sum()), int(np.isnan(y).sum())
         ok = ~(np.isnan(x) | np.isnan(y))
         x, y = x[ok], y[ok]
         constant = x.size < 3 or np.ptp(x) == 0 or np.ptp(y) == 0
@@ -51,7 +66,11 @@ def correlations(a: np.ndarray, b: np.ndarray, labels: tuple[str, ...], dimensio
             {
                 "dimension": dimension,
                 "label": label,
+                "sample": int(a.shape[0]),
                 "n": int(x.size),
+                # texts a scorer could not score (e.g. an LM judge's malformed answers): left out
+                "failed_a": failed_a,
+                "failed_b": failed_b,
                 "pearson": float("nan") if constant else float(stats.pearsonr(x, y)[0]),
                 "spearman": float("nan") if constant else float(stats.spearmanr(x, y)[0]),
                 "mean_a": float(x.mean()) if x.size else float("nan"),
@@ -84,7 +103,13 @@ def compare_scorers(run_dir: str, b: ScorerSpec, a: ScorerSpec | None = None, n:
 
 
 def format_rows(rows: list[dict]) -> str:
-    lines = [f"{'dimension':<9} {'label':<12} {'n':>5} {'pearson':>8} {'spearman':>8} {'mean_a':>7} {'mean_b':>7}"]
+    lines = [f"{'dimension':<9} {'label':<12} {'n':>5} {'fail_a':>6} {'fail_b':>6} {'pearson':>8} {'spearman':>8} {'mean_a':>7} {'mean_b':>7}"]
     for r in rows:
-        lines.append(f"{r['dimension']:<9} {r['label']:<12} {r['n']:>5} {r['pearson']:>8.3f} {r['spearman']:>8.3f} {r['mean_a']:>7.3f} {r['mean_b']:>7.3f}")
+        lines.append(
+            f"{r['dimension']:<9} {r['label']:<12} {r['n']:>5} {r['failed_a']:>6} {r['failed_b']:>6} "
+            f"{r['pearson']:>8.3f} {r['spearman']:>8.3f} {r['mean_a']:>7.3f} {r['mean_b']:>7.3f}"
+        )
+    failed = max((r["failed_b"] for r in rows), default=0)
+    if rows and failed:
+        lines.append(f"scorer B could not score {failed} of {rows[0]['sample']} texts (recorded as failures, not zeros); correlations use the rest")
     return "\n".join(lines)

@@ -5,6 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 
+def _outputs(doc: dict[str, Any]) -> list[str]:
+    names = ["distributions.parquet", "alignment.parquet", "summary.csv", "run.json", "rejects/", "scores/"]
+    if doc.get("generation"):
+        names.append("generations/")
+    if doc.get("ideology"):
+        names.append("ideology/")
+    return names
+
+
 def format_summary(doc: dict[str, Any], out: str) -> str:
     rows = doc.get("rows", {})
     lines = [
@@ -12,7 +21,7 @@ def format_summary(doc: dict[str, Any], out: str) -> str:
         f"affalign run {doc.get('job')} ({doc.get('dataset')}): {doc.get('status')}",
         f"  rows in {rows.get('in', 0):,}  kept {rows.get('kept', 0):,}  rejected {rows.get('rejected', 0):,}  filtered {rows.get('filtered', 0):,}",
         f"  topics kept {len(doc.get('topics', {}).get('kept', []))}, dropped {len(doc.get('topics', {}).get('dropped', []))}",
-        f"  outputs: {out.rstrip('/')}/ (distributions.parquet, alignment.parquet, summary.csv, run.json, rejects/)",
+        f"  outputs: {out.rstrip('/')}/ ({', '.join(_outputs(doc))})",
     ]
     if doc.get("report"):
         lines.append(f"  report: {doc['report']}")

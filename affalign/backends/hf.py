@@ -251,11 +251,28 @@ class HFBackend(GenerationBackend):
         ``from_pretrained(dir, gguf_file=...)`` does the same but insists on the ``accelerate``
         package (transformers 5.x); this path needs only ``gguf``.
         """
-        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-        from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+        from transformers import AutoModelForCausalLM, AutoTokenizer
 
         if not os.path.isfile(self.path):
             raise ModelLoadError(f"model {self.model.id!r}: GGUF file {self.path!r} does not exist")
+        cache = gguf_cache_dir(self.path, dtype)
+        if cache is not None and os.path.exists(os.path.join(cache, COMPLETE)):
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(cache)
+                model = AutoModelForCausalLM.from_pretrained(cache, dtype=dtype)
+                self.seq2seq = False
+                return model, tokenizer
+            except Exception:  # noqa: BLE001 - a damaged cache entry: convert the GGUF again
+                log.warning("the converted copy of %s in %s is unreadable; converting the GGUF file again", self.path, cache)
+        model, tokenizer = self._convert_gguf(dtype)
+        if cache is not None:
+            _save_converted(model, tokenizer, cache)
+        return model, tokenizer
+
+    def _convert_gguf(self, dtype):
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+        from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+
         folder, fname = os.path.split(os.path.abspath(self.path))
         try:
             tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=fname)
@@ -418,3 +435,46 @@ class HFBackend(GenerationBackend):
         for text, (reason, count), ptoks in zip(decoded, meta, prompt_tokens[:n], strict=True):
             results.append(Generation(text=text.strip(), finish_reason=reason, prompt_tokens=int(ptoks), completion_tokens=int(count)))
         return results
+
+
+COMPLETE = "_COMPLETE"
+
+
+def gguf_cache_dir(path: str, dtype: Any) -> str | None:
+    """Where the converted (dequantized) copy of a GGUF file is kept, keyed by file and dtype.
+
+    Converting a GGUF file reads its metadata three times and takes tens of seconds even for a
+    135M model; a saved copy loads in about a second. ``AFFALIGN_CACHE=off`` disables the cache.
+    """
+    root = os.environ.get("AFFALIGN_CACHE")
+    if root == "off":
+        return None
+    if not root:
+        root = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "affalign")
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    import hashlib
+
+    key = hashlib.sha256(f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}|{dtype}".encode()).hexdigest()[:16]
+    return os.path.join(root, "gguf", key)
+
+
+def _save_converted(model: Any, tokenizer: Any, cache: str) -> None:
+    """Save a converted model atomically (a temp dir renamed into place); failures only warn."""
+    import shutil
+    import uuid
+
+    tmp = f"{cache}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        with open(os.path.join(tmp, COMPLETE), "w") as f:
+            f.write("ok\n")
+        os.makedirs(os.path.dirname(cache), exist_ok=True)
+        os.rename(tmp, cache)
+    except OSError as exc:  # e.g. a read-only home, or another process won the rename
+        log.info("not caching the converted GGUF model in %s: %s", cache, exc)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

