@@ -40,13 +40,7 @@ test: setup
 lint: setup
 	$(VENV)/bin/ruff check affalign tests benchmarks scripts
 
-gpu-# after `make demo`: scorer agreement on the demo run, the offline default against the lexicon and
-# against an LM judge (SmolLM2-135M is too small to answer in JSON: its failures are counted)
-demo-compare: setup
-	$(VENV)/bin/affalign compare-scorers $(DEMO_DIR)/out --b lexicon --sample 500
-	$(VENV)/bin/affalign compare-scorers $(DEMO_DIR)/out --b judge --b-model smollm2-135m-instruct --sample 12
-
-test: setup
+gpu-test: setup
 	$(PY) -m pytest -m gpu -q
 
 clean:
