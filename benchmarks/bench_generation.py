@@ -21,13 +21,14 @@ import argparse
 import datetime
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from provenance import git_commit  # noqa: E402  (benchmarks/ is the script directory)
 
 RESULTS = REPO / "benchmarks" / "RESULTS.md"
 # meta-llama/Llama-2-7b-hf's config.json
@@ -65,15 +66,6 @@ def hardware(device: str) -> str:
         n = torch.cuda.device_count()
         return f"{torch.cuda.get_device_name(0)}" + (f" x{n}" if n > 1 else "")
     return f"CPU {platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
-
-
-def commit() -> str:
-    try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-        return sha + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def record(row: dict[str, str]) -> None:
@@ -177,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         record(
             {
                 "date": datetime.date.today().isoformat(),
-                "commit": commit(),
+                "commit": git_commit(),
                 "hardware": hw,
                 "model": spec.id,
                 "batch": str(args.batch_size),

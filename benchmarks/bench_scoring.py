@@ -35,7 +35,6 @@ import json
 import logging
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -47,6 +46,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+from provenance import git_commit  # noqa: E402  (benchmarks/ is the script directory)
 
 from affalign.schema import EMOTION_LABELS  # noqa: E402
 from affalign.scorers.base import ScorerSpec  # noqa: E402
@@ -298,15 +299,6 @@ def hardware() -> str:
         return f"no GPU, {cpu}, torch {torch.__version__}"
     except Exception:  # noqa: BLE001
         return cpu
-
-
-def git_commit() -> str:
-    try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-        return sha + ("+dirty" if dirty else "")
-    except Exception:  # noqa: BLE001
-        return "unknown"
 
 
 def record(line: str, res: dict, args) -> None:

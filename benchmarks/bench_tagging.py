@@ -42,6 +42,7 @@ if str(REPO) not in sys.path:
 
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
+from provenance import git_commit  # noqa: E402  (benchmarks/ is the script directory)
 
 from affalign import schema  # noqa: E402
 from affalign.stages.topics import KeywordMatcher, TopicTagStage, normalize_texts  # noqa: E402
@@ -88,15 +89,6 @@ def hardware() -> str:
     except (OSError, subprocess.SubprocessError):
         pass
     return f"{model or platform.processor() or platform.machine()}, {cores()} cores"
-
-
-def git_commit() -> str:
-    try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-        return sha + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def load1() -> float:

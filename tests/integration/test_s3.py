@@ -93,6 +93,21 @@ def test_every_output_object_is_in_the_bucket(moto_s3, s3_run):
     assert [k for k in keys if k.startswith("out/_work/rows-") and k.endswith("_SUCCESS")]
 
 
+def test_no_aws_credential_in_any_output(moto_s3, s3_run):
+    """Every object the run published (tables, run.json, work files) is free of the credentials."""
+    from tests.support.s3 import FAKE_AWS_ENV
+
+    secrets = [FAKE_AWS_ENV[k].encode() for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")]
+    keys = [k for k in moto_s3.keys(BUCKET, "out/") if not k.endswith("/")]
+    assert len(keys) > 5
+    for key in keys:
+        body = moto_s3.get(BUCKET, key)
+        if key.endswith(".parquet"):  # compressed pages: look at the decoded values
+            body = repr(pq.read_table(pa.BufferReader(body)).to_pylist()).encode()
+        for secret in secrets:
+            assert secret not in body, (key, secret)
+
+
 def test_s3_run_matches_a_local_run(moto_s3, s3_run, s3_corpus, tmp_path):
     """Same corpus, same config, local paths: the same tables (nothing S3-specific changes a row)."""
     cfg, _ = s3_run

@@ -33,9 +33,10 @@ from typing import Any
 import pytest
 
 FAKE_AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing",
+    # distinctive values, so a test can grep every output for them (moto accepts any credentials)
+    "AWS_ACCESS_KEY_ID": "AKIAFAKEAFFALIGN0001",
+    "AWS_SECRET_ACCESS_KEY": "fake-secret-affalign-7c1e9b3d",
+    "AWS_SESSION_TOKEN": "fake-session-affalign-52aa",
     "AWS_DEFAULT_REGION": "us-east-1",
     "AWS_REGION": "us-east-1",
     "AWS_EC2_METADATA_DISABLED": "true",
