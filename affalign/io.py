@@ -86,6 +86,15 @@ class ReadUnit:
     row_start: int = 0
     num_rows: int = -1  # -1: unknown until read (jsonl, csv)
 
+    def to_json(self) -> str:
+        """One row of the dataset of read units that read stages consume."""
+        return json.dumps({"file_index": self.file_index, "row_groups": list(self.row_groups), "row_start": self.row_start, "num_rows": self.num_rows})
+
+    @classmethod
+    def from_json(cls, raw: str) -> ReadUnit:
+        d = json.loads(raw)
+        return cls(d["file_index"], tuple(d["row_groups"]), d["row_start"], d["num_rows"])
+
 
 def _format_of(path: str, forced: str) -> str | None:
     if forced != "auto":

@@ -70,8 +70,7 @@ class ReadStage(Stage):
     def process(self, batch: pa.Table) -> pa.Table:
         tables = []
         for raw in batch.column("unit").to_pylist():
-            d = json.loads(raw)
-            unit = ReadUnit(d["file_index"], tuple(d["row_groups"]), d["row_start"], d["num_rows"])
+            unit = ReadUnit.from_json(raw)
             t = read_unit(unit, self.files[unit.file_index], self._fs, self.group_column)
             done = self._done.get(unit.file_index)
             if done is not None and len(done):
@@ -271,7 +270,7 @@ def ideology_pass(cfg: JobConfig, files: list[InputFile], units: list[ReadUnit],
         with out.fs.open_input_stream(out.path(work, "counts.json")) as f:
             counts = json.loads(f.read())
     else:
-        items = [{"unit": json.dumps({"file_index": u.file_index, "row_groups": list(u.row_groups), "row_start": u.row_start, "num_rows": u.num_rows})} for u in units]
+        items = [{"unit": u.to_json()} for u in units]
         sums = combine_sums([])
         if items:
             ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
@@ -346,7 +345,7 @@ def human_pass(
     if done and state is not None:
         state.info["resumed"] = f"{sum(len(v) for v in done.values())} rows reused, {len(todo)} of {len(units)} read units to do"
     if todo:
-        items = [{"unit": json.dumps({"file_index": u.file_index, "row_groups": list(u.row_groups), "row_start": u.row_start, "num_rows": u.num_rows})} for u in todo]
+        items = [{"unit": u.to_json()} for u in todo]
         ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
         done_ref = ray.put(done) if done else None
         groups_ref = ray.put(user_groups) if user_groups is not None else None

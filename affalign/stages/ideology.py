@@ -9,7 +9,6 @@ human pass; tweets of users left out (neutral, too few domains) are filtered as
 
 from __future__ import annotations
 
-import json
 from typing import Any, ClassVar
 
 import pyarrow as pa
@@ -55,8 +54,7 @@ class DomainSumsStage(Stage):
 
         parts = []
         for raw in batch.column("unit").to_pylist():
-            d = json.loads(raw)
-            unit = ReadUnit(d["file_index"], tuple(d["row_groups"]), d["row_start"], d["num_rows"])
+            unit = ReadUnit.from_json(raw)
             t = read_unit_columns(unit, self.files[unit.file_index], self._fs, [schema.USER_ID, self.domains_column])
             parts.append(user_bias_sums(t, self._bias, self.domains_column, schema.USER_ID))
         return combine_sums(parts)
