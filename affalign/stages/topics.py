@@ -6,6 +6,7 @@ import functools
 from typing import ClassVar
 
 import ahocorasick
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -76,6 +77,7 @@ class KeywordMatcher:
             self._automaton.add_word(pattern, (strong, weak, ctx))
         self._automaton.make_automaton()
         self._names_of_mask: dict[int, list[str]] = {0: []}
+        self._names_array = pa.array(self.topic_names, pa.string())
 
     def _names(self, mask: int) -> list[str]:
         names = self._names_of_mask.get(mask)
@@ -84,14 +86,14 @@ class KeywordMatcher:
             self._names_of_mask[mask] = names
         return list(names)  # a copy: callers may mutate their result
 
-    def tag_normalized(self, normalized: list[str | None]) -> list[list[str]]:
-        """Topics of texts already passed through :func:`normalize_texts`."""
+    def masks_normalized(self, normalized: list[str | None]) -> list[int]:
+        """Per text the bit mask of its topics (bit i: topic i in taxonomy order)."""
         it = self._automaton.iter
-        out: list[list[str]] = []
+        out: list[int] = []
         append = out.append
         for text in normalized:
             if not text:
-                append([])
+                append(0)
                 continue
             strong = weak = ctx = 0
             for _, (s, w, c) in it(text):
@@ -100,8 +102,26 @@ class KeywordMatcher:
                 ctx |= c
             if weak and (ctx or strong):
                 strong |= weak
-            append(self._names(strong))
+            append(strong)
         return out
+
+    def tag_normalized(self, normalized: list[str | None]) -> list[list[str]]:
+        """Topics of texts already passed through :func:`normalize_texts`."""
+        return [self._names(m) for m in self.masks_normalized(normalized)]
+
+    def topics_array(self, masks: list[int]) -> pa.Array:
+        """``list<string>`` topics from masks, built column-wise (no Python list per text)."""
+        n_topics = len(self.topic_names)
+        if n_topics <= 63:
+            m = np.asarray(masks, dtype=np.int64)
+        else:  # wide taxonomies: Python ints beyond 64 bits
+            m = np.asarray(masks, dtype=object)
+        bits = np.stack([(m >> i) & 1 for i in range(n_topics)], axis=1).astype(bool) if len(masks) else np.zeros((0, n_topics), bool)
+        rows, cols = np.nonzero(bits)  # row-major: each text's topics in taxonomy order
+        offsets = np.zeros(len(masks) + 1, dtype=np.int32)
+        np.cumsum(bits.sum(axis=1), out=offsets[1:])
+        values = pa.DictionaryArray.from_arrays(pa.array(cols.astype(np.int32)), self._names_array).cast(pa.string())
+        return pa.ListArray.from_arrays(pa.array(offsets), values)
 
     def tag(self, texts: list[str]) -> list[list[str]]:
         """Topics of raw texts (each a list of topic names in taxonomy order)."""
@@ -139,8 +159,7 @@ class TopicTagStage(Stage):
         live = pc.is_null(reason)
         # Only rows still in the analysis are matched; others get an empty list.
         masked = pc.if_else(live, text, pa.scalar(None, pa.string()))
-        topics = self._matcher.tag_normalized(normalize_texts(masked).to_pylist())
-        topics_arr = pa.array(topics, type=pa.list_(pa.string()))
+        topics_arr = self._matcher.topics_array(self._matcher.masks_normalized(normalize_texts(masked).to_pylist()))
         no_topic = pc.and_(live, pc.equal(pc.list_value_length(topics_arr), 0))
         new_reason = pc.if_else(no_topic, pa.scalar("no_topic"), reason)
         batch = batch.set_column(batch.schema.get_field_index(schema.REASON), schema.REASON, new_reason)

@@ -388,3 +388,28 @@ def test_stage_declares_its_columns_and_requires_reason(stage):
     assert TopicTagStage.outputs == (schema.TOPICS,)
     with pytest.raises(KeyError):
         stage(pa.table({schema.TEXT: pa.array(["mask"])}))
+
+
+def test_column_wise_topics_equal_the_per_text_lists():
+    """The stage builds its list<string> column from bit masks; it must equal the per-text lists."""
+    import tempfile
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from affalign.stages.topics import cached_matcher, normalize_texts
+    from affalign.synth import SynthSpec, synthesize
+
+    with tempfile.TemporaryDirectory() as tmp:
+        synthesize(SynthSpec(dataset="roe", rows=3_000, seed=9, bad_fraction=0.02), tmp)
+        texts = pq.read_table(tmp, columns=["text"]).column("text").to_pylist()
+    # pairs of texts joined: multi-topic texts
+    texts = pa.array(texts + [f"{a} {b}" for a, b in zip(texts[:500], texts[500:1000], strict=True)], pa.string())
+    matcher = cached_matcher("roe")
+    normalized = normalize_texts(texts).to_pylist()
+    column = matcher.topics_array(matcher.masks_normalized(normalized))
+    assert column.type == pa.list_(pa.string())
+    expected = matcher.tag_normalized(normalized)
+    assert column.to_pylist() == expected
+    assert sum(1 for t in expected if t) > 1_000 and any(len(t) > 1 for t in expected)
+    assert matcher.topics_array([]).to_pylist() == []
