@@ -266,6 +266,13 @@ def validate(cfg: JobConfig, source: str) -> JobConfig:
             raise bad("input.ideology.labels", "needs two distinct group names")
         if cfg.input.groups and sorted(cfg.input.groups) != sorted(ideo.labels):
             raise bad("input.groups", f"with input.ideology the groups are its labels {ideo.labels}; leave input.groups empty or equal to them")
+    if cfg.generation.budget:
+        from affalign.backends.budget import Budget
+
+        try:
+            Budget.from_config({k: v for k, v in cfg.generation.budget.items() if k != "name"})
+        except (ConfigError, TypeError, ValueError) as exc:
+            raise bad("generation.budget", str(exc)) from exc
     if cfg.generation.n_responses < 1:
         raise bad("generation.n_responses", "must be >= 1")
     return cfg

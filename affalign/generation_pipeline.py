@@ -25,6 +25,18 @@ log = logging.getLogger("affalign")
 MODEL_SCORES = "scores/model"
 
 
+def with_budget(model: Any, budget: dict[str, Any]) -> Any:
+    """An OpenAI model gets the job's ``generation.budget`` unless its own options set one.
+
+    The budget is per model: each OpenAI model runs in one replica that holds its budget.
+    """
+    import dataclasses
+
+    if not budget or model.backend != "openai" or "budget" in model.options:
+        return model
+    return dataclasses.replace(model, options={**model.options, "budget": dict(budget)})
+
+
 def choose_topics(cfg: JobConfig, kept: list[str], topic_counts: dict[str, dict[str, int]]) -> list[str]:
     """The kept topics to generate for: the configured subset, then the ``max_topics`` largest."""
     topics = [t for t in kept if not cfg.generation.topics or t in cfg.generation.topics]
@@ -84,7 +96,7 @@ def run_models(cfg: JobConfig, kept: list[str], topic_counts: dict[str, dict[str
     from affalign.generation.plan import build_plan
     from affalign.generation.store import read_generations
 
-    models = [resolve_model(m) for m in cfg.generation.models]
+    models = [with_budget(resolve_model(m), cfg.generation.budget) for m in cfg.generation.models]
     topics = choose_topics(cfg, kept, topic_counts)
     plan = build_plan(models, cfg.dataset, topics, cfg.generation.modes, cfg.generation.n_responses, cfg.generation.seed)
     counts = run_generation(plan, models, out.root, cluster, fs=out.fs)

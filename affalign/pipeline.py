@@ -156,7 +156,9 @@ def score_stages(cfg: JobConfig, cluster: dict[str, float] | None = None) -> lis
         if spec.scorer == "hf":
             # tokenization runs in CPU tasks so the GPU actors only run forward passes
             stages.append(TokenizeStage(spec))
-        stages.append(AffectScoreStage(spec, dims))
+        # an LM judge's budget lives in its actor: one actor keeps it exact (it sends requests
+        # concurrently itself)
+        stages.append(AffectScoreStage(spec, dims, max_actors=1 if spec.scorer == "judge" else None))
     return stages
 
 

@@ -58,6 +58,10 @@ class GenerateStage(Stage):
 
     def resources(self) -> Resources:
         max_replicas = self.model.options.get("max_replicas")
+        if self.model.backend == "openai":
+            # one replica holds the model's budget, so the budget is exact; requests still run
+            # concurrently inside it (the backend's `concurrency`)
+            max_replicas = 1
         return Resources(
             num_cpus=1,
             num_gpus=float(self.model.options.get("gpus_per_replica") or 1) if self._gpu() else 0,
