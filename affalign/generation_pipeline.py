@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pyarrow as pa
@@ -89,6 +90,15 @@ def score_generations(cfg: JobConfig, gens: pa.Table, out: OutputDir, cluster: d
     out.publish_table(f"{MODEL_SCORES}/part-{uuid.uuid4().hex}.parquet", scored)
 
 
+def _score_planned(cfg: JobConfig, plan: pa.Table, out: OutputDir, cluster: dict[str, float]) -> None:
+    """Score the stored generations of ``plan`` not scored yet."""
+    from affalign.generation.store import read_generations
+
+    gens = read_generations(out.root, fs=out.fs)
+    gens = gens.filter(pc.is_in(gens.column("plan_id"), plan.column("plan_id")))
+    score_generations(cfg, gens, out, cluster)
+
+
 def run_models(cfg: JobConfig, kept: list[str], topic_counts: dict[str, dict[str, int]], out: OutputDir, agg: reduce.Aggregator, cluster: dict[str, float]) -> tuple[list[str], dict[str, Any]]:
     """Generate, score and aggregate every configured model; returns model subjects and run info."""
     from affalign.generation.job import run_generation
@@ -99,10 +109,26 @@ def run_models(cfg: JobConfig, kept: list[str], topic_counts: dict[str, dict[str
     models = [with_budget(resolve_model(m), cfg.generation.budget) for m in cfg.generation.models]
     topics = choose_topics(cfg, kept, topic_counts)
     plan = build_plan(models, cfg.dataset, topics, cfg.generation.modes, cfg.generation.n_responses, cfg.generation.seed)
-    counts = run_generation(plan, models, out.root, cluster, fs=out.fs)
+    counts: dict[str, Any] = {"planned": plan.num_rows, "already_done": 0, "generated": 0, "errors": 0, "seconds": 0.0}
+    # Generation and scoring pools run side by side: a model's generations are scored in the
+    # background while the next model generates. One scoring thread, so score passes never
+    # overlap each other; neither pool waits on the other, so they cannot deadlock (on a small
+    # machine the second just waits for resources).
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="affalign-score") as scoring:
+        pending = []
+        for model in models:
+            model_plan = plan.filter(pc.equal(plan.column("model"), model.id))
+            if model_plan.num_rows == 0:
+                continue
+            got = run_generation(model_plan, [model], out.root, cluster, fs=out.fs)
+            for key in ("already_done", "generated", "errors"):
+                counts[key] += got[key]
+            counts["seconds"] = round(counts["seconds"] + got.get("seconds", 0.0), 3)
+            pending.append(scoring.submit(_score_planned, cfg, model_plan, out, cluster))
+        for done in pending:
+            done.result()
     gens = read_generations(out.root, fs=out.fs)
     gens = gens.filter(pc.is_in(gens.column("plan_id"), plan.column("plan_id")))
-    score_generations(cfg, gens, out, cluster)
     planned = plan.column("plan_id")
     subjects = sorted({schema.model_subject(m.id, mode) for m in models for mode in cfg.generation.modes})
     for path in out.list_files(MODEL_SCORES):

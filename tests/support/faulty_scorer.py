@@ -46,3 +46,17 @@ class HalfFailingScorer(LexiconScorer):
         for m in out.values():
             m[1::2] = np.nan
         return out
+
+
+class RecordingScorer(LexiconScorer):
+    """The lexicon scorer, appending the wall-clock time and batch size of every call to
+    ``options.log`` (so a test can see when scoring ran, from any process)."""
+
+    name = "recording"
+
+    def score(self, texts: list[str]) -> dict[str, np.ndarray]:
+        import time
+
+        with open(self.spec.options["log"], "a") as f:
+            f.write(f"{time.time():.6f} {len(texts)}\n")
+        return super().score(texts)
