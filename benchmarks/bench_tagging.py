@@ -11,7 +11,7 @@ texts; made once before any clock starts and cached). Measured:
   ``ahocorasick_rs`` (overlapping matches, the same padded patterns and bit masks), checked to give
   the same topics, to see whether swapping the automaton would pay;
 * ``ray data``: the stage through Ray Data exactly as the job applies it (``apply_stage``: tasks of
-  ``num_cpus=1``, batches of 8192) on an embedded Ray with ``--num-cpus`` CPUs; tweets/s divided by
+  ``num_cpus=1``, the stage's batches of 32768) on an embedded Ray with ``--num-cpus`` CPUs; tweets/s divided by
   that CPU count (start-up of Ray excluded, scheduling and object-store traffic included).
 
 Prints one line (the one-process figure, with the others after it); ``--record`` appends rows to

