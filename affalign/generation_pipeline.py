@@ -29,7 +29,8 @@ MODEL_SCORES = "scores/model"
 def with_budget(model: Any, budget: dict[str, Any]) -> Any:
     """An OpenAI model gets the job's ``generation.budget`` unless its own options set one.
 
-    The budget is per model: each OpenAI model runs in one replica that holds its budget.
+    In a job the budget is ``{"keeper": NAME}``: the job-wide budget a keeper actor holds
+    (:mod:`affalign.backends.budget_keeper`), shared with LM-judge scorers.
     """
     import dataclasses
 

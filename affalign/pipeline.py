@@ -8,6 +8,7 @@ or the report never re-scores.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import platform
@@ -153,6 +154,9 @@ def score_stages(cfg: JobConfig, cluster: dict[str, float] | None = None) -> lis
                 spec.num_gpus,
                 gpus,
             )
+        if spec.scorer == "judge" and cfg.generation.budget and "budget" not in spec.options:
+            # the judge draws on the job's budget, the same one generation uses
+            spec = dataclasses.replace(spec, options={**spec.options, "budget": dict(cfg.generation.budget)})
         if spec.scorer == "hf":
             # tokenization runs in CPU tasks so the GPU actors only run forward passes
             stages.append(TokenizeStage(spec))
@@ -494,6 +498,13 @@ def run_job(cfg: JobConfig, out_uri: str, address: str | None = None) -> dict[st
     out.publish_bytes("run.json", json.dumps(doc, indent=1, default=str).encode())
     try:
         cluster = _init_ray(cfg, address)
+        keeper = None
+        if cfg.generation.budget:
+            # one budget for every OpenAI generation replica and LM-judge actor of the job
+            from affalign.backends.budget_keeper import start_keeper
+
+            name, keeper = start_keeper({k: v for k, v in cfg.generation.budget.items() if k != "name"})
+            cfg = dataclasses.replace(cfg, generation=dataclasses.replace(cfg.generation, budget={"keeper": name}))
         rows_dir = f"{ROWS}-{work_key(cfg, files)}"
         # work tables of other configs or inputs are stale: only this key's can be resumed
         current = {out.path(rows_dir)}
@@ -521,6 +532,10 @@ def run_job(cfg: JobConfig, out_uri: str, address: str | None = None) -> dict[st
 
                 model_subjects, gen_info = run_models(cfg, kept, topic_counts, out, agg, cluster)
                 doc["generation"] = gen_info
+        if keeper is not None:
+            import ray
+
+            doc.setdefault("generation", {})["budget_spent"] = ray.get(keeper.spent.remote())
         with state.timed("reduce"):
             dists = agg.distributions(cfg.dataset, cfg.reduce.mode, kept)
             align = reduce.alignment_table(dists, reduce.subject_pairs(groups, model_subjects))

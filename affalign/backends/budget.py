@@ -339,6 +339,10 @@ def budget_from_options(value: Any) -> Budget | None:
         if budget is None:
             raise ConfigError(f"no shared budget named {value!r}; create it with shared_budget({value!r}, ...)")
         return budget
+    if isinstance(value, dict) and "keeper" in value:
+        from affalign.backends.budget_keeper import RemoteBudget
+
+        return RemoteBudget(str(value["keeper"]))  # type: ignore[return-value]  (same interface)
     if isinstance(value, dict):
         config = dict(value)
         name = config.pop("name", None)
