@@ -63,3 +63,36 @@ def test_job_with_faulty_api_completes_without_leaking_the_key(tmp_path):
     assert leaked == []
     assert SECRET not in r.stdout and SECRET not in r.stderr
     assert "sk-test" not in Path(out / "run.json").read_text()
+
+
+def test_job_budget_is_one_limit_for_the_whole_job(tmp_path):
+    """`generation.budget` (no per-model budget): a keeper actor holds it for both models; the run
+    stops sending at the limit, keeps what was done and says what was spent."""
+    synthesize(SynthSpec(dataset="covid", rows=4000, seed=6, rows_per_shard=4000), str(tmp_path / "corpus"))
+    with start_server(expected_key=SECRET) as srv:
+        model = {"id": "fake-chat", "backend": "openai", "kind": "instruct", "path": "gpt-3.5-turbo-1106", "options": {"base_url": srv.base_url, "concurrency": 4}}
+        job = tmp_path / "job.yaml"
+        job.write_text(
+            json.dumps(
+                {
+                    "name": "api-budget",
+                    "dataset": "covid",
+                    "input": {"path": str(tmp_path / "corpus"), "groups": ["liberal", "conservative"]},
+                    "min_texts_per_group": 10,
+                    "scoring": {"emotion": {"scorer": "lexicon"}, "moral": {"scorer": "lexicon"}},
+                    "generation": {"enabled": True, "models": [model, {**model, "id": "fake-chat-2"}], "n_responses": 10, "max_topics": 2, "seed": 1, "budget": {"max_requests": 70}},
+                    "report": False,
+                }
+            )
+        )
+        env = {**os.environ, "OPENAI_API_KEY": SECRET}
+        r = subprocess.run([sys.executable, "-m", "affalign.cli", "run", str(job), "--out", str(tmp_path / "out")], capture_output=True, text=True, env=env, timeout=900)
+        hits = len(srv.requests)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    # two models x 2 topics x 3 modes x 10 = 120 planned, but the job may send only 70 in all
+    assert hits == 70
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert run["status"] == "complete"
+    spent = run["generation"]["budget_spent"]
+    assert spent["requests"] == 70 and spent["remaining"]["requests"] == 0 and spent["refused"] >= 1
+    assert run["generation"]["counts"]["generated"] == 70 and run["generation"]["counts"]["errors"] == 50
