@@ -247,6 +247,12 @@ class IdeologyResult:
         return dict(zip(self.groups.column("user_id").to_pylist(), self.groups.column("group").to_pylist(), strict=True))
 
 
+def labelled_groups(users: pa.Table, labels: tuple[str, ...] | list[str] = (LIBERAL, CONSERVATIVE)) -> pa.Table:
+    """``(user_id, group)`` of the users whose status is one of the two group labels."""
+    labelled = pc.is_in(users.column("status"), pa.array(list(labels)))
+    return users.filter(labelled).select(["user_id", "status"]).rename_columns(["user_id", "group"])
+
+
 def label_users(sums: pa.Table, threshold: float = 0.2, min_domains: int = 3, labels: tuple[str, str] = (LIBERAL, CONSERVATIVE)) -> IdeologyResult:
     """Label users from their (combined) sums: mean <= -threshold -> labels[0], >= +threshold -> labels[1]."""
     if not 0.0 < threshold <= 1.0:
@@ -272,8 +278,7 @@ def label_users(sums: pa.Table, threshold: float = 0.2, min_domains: int = 3, la
         pa.scalar(NEUTRAL),
     )
     users = pa.table({"user_id": sums.column("user_id"), "mean_bias": mean, "n_domains": n, "n_shared": sums.column("n_shared"), "status": status})
-    labelled = pc.is_in(status, pa.array(list(labels)))
-    groups = users.filter(labelled).select(["user_id", "status"]).rename_columns(["user_id", "group"])
+    groups = labelled_groups(users, labels)
     counts = {"users": users.num_rows, labels[0]: 0, labels[1]: 0, NEUTRAL: 0, TOO_FEW: 0}
     for value, count in zip(*pc.value_counts(status).flatten(), strict=True):
         counts[value.as_py()] = count.as_py()

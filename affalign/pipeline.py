@@ -135,8 +135,6 @@ def score_stages(cfg: JobConfig, cluster: dict[str, float] | None = None) -> lis
     """The scoring stages of a job; with ``cluster``, GPUs per actor follow the cluster (see gpu_shares)."""
     if not cfg.scoring.enabled:
         return []
-    import dataclasses
-
     from affalign.stages.classify import AffectScoreStage, TokenizeStage
 
     shares = gpu_shares(cfg, cluster)
@@ -255,20 +253,20 @@ def ideology_key(cfg: JobConfig, files: list[InputFile]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def ideology_pass(cfg: JobConfig, files: list[InputFile], units: list[ReadUnit], out: OutputDir, cluster: dict[str, float]) -> tuple[pa.Table, dict[str, Any]]:
+def ideology_pass(cfg: JobConfig, files: list[InputFile], units: list[ReadUnit], out: OutputDir, cluster: dict[str, float], work: str) -> tuple[pa.Table, dict[str, Any]]:
     """Label users from the domains they share (one streaming pass); returns (user_id, group) and counts.
 
     Per-user sums are exact integers, so partial sums from any split of the corpus add up to the
-    same labels. The result is kept in ``_work/ideology-<key>/`` and reused by a rerun; every
+    same labels. The result is kept in ``work`` (``_work/ideology-<key>/``, see
+    :func:`ideology_key`) and reused by a rerun; every
     user's mean bias and status is published as ``ideology/users.parquet``.
     """
     import ray.data
 
-    from affalign.ideology import combine_sums, label_users
+    from affalign.ideology import combine_sums, label_users, labelled_groups
     from affalign.stages.ideology import DomainSumsStage
 
     ideo = cfg.input.ideology
-    work = f"{WORK}/ideology-{ideology_key(cfg, files)}"
     if out.exists(work, "users.parquet") and out.exists(work, "counts.json"):
         log.info("ideology pass already complete in %s; reusing it", work)
         with out.fs.open_input_file(out.path(work, "users.parquet")) as f:
@@ -293,9 +291,7 @@ def ideology_pass(cfg: JobConfig, files: list[InputFile], units: list[ReadUnit],
         out.publish_table(f"{work}/users.parquet", users)
         out.publish_bytes(f"{work}/counts.json", json.dumps(counts).encode())
     out.publish_table("ideology/users.parquet", users)
-    labelled = pc.is_in(users.column("status"), pa.array(list(ideo.labels)))
-    groups = users.filter(labelled).select(["user_id", "status"]).rename_columns(["user_id", "group"])
-    return groups, counts
+    return labelled_groups(users, ideo.labels), counts
 
 
 def done_rows(out: OutputDir, rows_dir: str) -> dict[int, np.ndarray]:
@@ -508,16 +504,17 @@ def run_job(cfg: JobConfig, out_uri: str, address: str | None = None) -> dict[st
         rows_dir = f"{ROWS}-{work_key(cfg, files)}"
         # work tables of other configs or inputs are stale: only this key's can be resumed
         current = {out.path(rows_dir)}
-        if cfg.input.ideology.enabled:
-            current.add(out.path(f"{WORK}/ideology-{ideology_key(cfg, files)}"))
+        ideology_dir = f"{WORK}/ideology-{ideology_key(cfg, files)}" if cfg.input.ideology.enabled else None
+        if ideology_dir:
+            current.add(out.path(ideology_dir))
         for stale in out.list_dirs(WORK):
             if stale not in current and stale.rsplit("/", 1)[-1].startswith(("rows-", "ideology-")):
                 out.fs.delete_dir(stale)
         doc["work"] = rows_dir
         user_groups = None
-        if cfg.input.ideology.enabled:
+        if ideology_dir:
             with state.timed("ideology"):
-                user_groups, doc["ideology"] = ideology_pass(cfg, files, units, out, cluster)
+                user_groups, doc["ideology"] = ideology_pass(cfg, files, units, out, cluster, ideology_dir)
             log.info("ideology: %s", doc["ideology"])
         with state.timed("human_pass"):
             human_pass(cfg, files, units, out, cluster, rows_dir, state, user_groups)
