@@ -1,48 +1,52 @@
-"""Uncertainty of the alignment numbers: bootstrap intervals, permutation tests, precision against n.
+"""Uncertainty of the alignment numbers: clustered bootstrap, bias-corrected intervals, precision against n.
 
-Pure numpy (no Ray, no matplotlib). Everything starts from per-text score matrices, one per
+Pure numpy/scipy (no Ray, no matplotlib). Everything starts from per-text score matrices, one per
 (topic, subject): ``(n_texts, n_labels)`` label probabilities of one dimension, as stored in a run's
-``scores/`` tables.
+``scores/`` tables, optionally with each text's cluster (its author's ``user_id``) under the cell
+key :data:`CLUSTER`.
 
 **Distributions.** A topic's distribution is ``normalise(mean over texts of f(x))`` where ``f`` is
-the identity in ``mean`` mode and ``x >= tau`` in ``threshold`` mode (:mod:`affalign.metrics`), so
-one resample of a subject's texts is one weighted mean of per-text feature vectors.
+the identity in ``mean`` mode and ``x >= tau`` in ``threshold`` mode (:mod:`affalign.metrics`).
+Texts are first summed by (cluster, topic): a subject's data are, per topic, the clusters present
+with their text counts and feature sums (:class:`Agg`), and a resample is a weighted ratio of those.
 
-**Bootstrap (stratified by topic).** Each draw resamples, independently, every subject's texts of
-every topic with replacement (multinomial counts, ``(draws, n)``, vectorised), recomputes every
-distribution and every ``S = 1 - JSD`` (Jensen-Shannon distance, base 2). One draw holds the same
-resample of a subject everywhere it appears, so differences (bias, steering, distance to the
-baseline) and topic averages (paper eq. 1) are bootstrapped jointly: a topic-averaged statistic's
-replicate is the average of its per-topic replicates within the same draw. Intervals are 95%
-percentile intervals of the replicates. When a cell has more than ``exact_max`` texts (large human
-corpora) the resampled mean is drawn from its normal limit ``N(mean, cov / n)`` instead (the
-bootstrap distribution of a mean of that many texts is normal to high accuracy); the nonlinear map
-to ``S`` is still applied draw by draw. A text that belongs to several topics is resampled
-independently in each (topics are strata, as in eq. 1).
+**Clustered bootstrap, one set of weights across topics.** Each draw gives every cluster of a
+subject one Exp(1) weight (the Bayesian bootstrap, Rubin 1981: mean 1 and variance 1 like the
+Poisson(1) counts of the ordinary bootstrap, but never all zero in a small topic), shared by all
+the topics that cluster has texts in, and every topic's resampled mean is ``sum w_u F_ut / sum w_u n_ut``. Clusters are users on
+the human side (tweets of one user are not independent) and single texts on the model side; a
+tweet in several topics belongs to one cluster, so its topics move together in a draw and topic
+averages get the variance their correlation implies. Without user ids every text is its own
+cluster, still shared across the topics it is in. Subjects are resampled independently of each
+other; one draw holds the same resample of a subject everywhere it appears, so differences (bias,
+steering, distance to the baseline) and topic averages (paper eq. 1) are bootstrapped jointly. When a
+subject has more than ``exact_max`` (cluster, topic) pairs, the draws come from the normal limit of
+the weighted means (first-order linearisation ``mean_t + sum_u (w_u - 1) z_ut`` with
+``z_ut = (F_ut - n_ut mean_t) / N_t``, joint over topics, covariance ``sum_u z_u z_u'``); the
+nonlinear map to ``S`` is still applied draw by draw.
 
-**Permutation test of a bias.** The bias of a model subject ``m`` between groups A and B is the
-topic average of ``S(m, A) - S(m, B)``. Null hypothesis: within every topic the texts of A and B
-are exchangeable (they come from one affect distribution), so, conditionally on the model's
-generations, which group the model is closer to is chance. Each permutation shuffles the A/B labels
-of the pooled human texts within every topic (group sizes kept), recomputes both groups'
-distributions and the topic-averaged bias against the model's (fixed) distributions. The two-sided
-p-value is ``(1 + #{|bias_perm| >= |bias_obs|}) / (1 + permutations)``. Above ``exact_max`` pooled
-texts the permuted group mean is drawn from its normal limit (sampling without replacement, with the
-finite-population correction).
+**Bias-corrected intervals (default ``interval="bc"``).** The plug-in ``S = 1 - sqrt(D)`` (``D``
+the Jensen-Shannon divergence, base 2) is biased downward: sampling noise only adds divergence, by
+about ``b = E[D_hat] - D`` (of order labels / n), and more for the smaller sample. ``D`` is smooth in
+the two distributions, so the bootstrap estimates that bias well on its own scale:
+``b_hat = mean(D*) - D_hat`` per topic and pair. The estimate is ``S_bc = 1 - sqrt(max(D_hat - b_hat,
+0))``; the replicates are moved the same way and once more (``D* - 2 b_hat``, whose centre is
+``D_hat - b_hat``), mapped back to S, and contrasts (differences, topic averages) are formed from
+those replicates; the interval is their 2.5% and 97.5% percentiles. A two-sided p-value of a
+contrast's null value 0 is the test inversion of that interval: ``2 min(#{r <= 0}, #{r >= 0}) /
+draws`` (plus one in numerator and denominator), so p < 0.05 exactly when the 95% interval
+excludes 0 (up to the draws' resolution). The false-call rates of every call the report makes under
+these intervals were measured on simulations with planted truth (:mod:`affalign.calibration`,
+``benchmarks/bench_calibration.py``). ``interval="percentile"`` (the uncorrected percentile
+bootstrap) and ``"basic"`` (percentiles reflected about the plug-in estimate) remain for comparison;
+the percentile interval calls models that sit exactly on the human baseline "below" it far more
+often than 2.5%.
 
 **Precision against n.** Each model subject's texts of a topic are subsampled (without
 replacement) to ``n`` in ``n_grid`` (capped at what exists; with fewer than three grid values
 left, a quarter and a half of the largest count are added), and the bootstrap is rerun with
 ``curve_draws`` draws, giving the interval width of the per-topic and topic-averaged alignment
 (and of the bias) a run with ``n_responses = n`` would have; the human side keeps all its texts.
-
-**Caveat: the plug-in S is biased downward.** Sampling noise only ever adds Jensen-Shannon
-distance, so S from finite samples underestimates S of the populations, most for nearly identical
-distributions (two identical populations give S < 1 in samples), and bootstrap replicates, which
-add noise on both sides, lie lower still. A percentile interval of a near-1 S can therefore sit
-below its estimate (:meth:`DimensionStats.resampling_shift` measures the shift); ``interval="basic"``
-reflects the percentiles about the estimate (a first-order bias correction). Differences between
-similar quantities (bias, steering) are much less affected.
 """
 
 from __future__ import annotations
@@ -59,10 +63,13 @@ import numpy as np
 from affalign.schema import DIMENSIONS, human_subject
 
 MODES = ("mean", "threshold")
+INTERVALS = ("bc", "percentile", "basic")
+DEFAULT_INTERVAL = "bc"
 DEFAULT_N_GRID: tuple[int, ...] = (250, 500, 1000, 2000)
 LEVEL = 0.95
+CLUSTER = "_cluster"  # optional key of a cell: (n,) cluster ids (the authors' user ids), row-aligned with the scores
 _LN2 = math.log(2.0)
-_CHUNK_ELEMS = 1 << 17  # resample-index elements per chunk: cache-sized buffers reused across chunks
+_CHUNK_ELEMS = 1 << 18  # weight-matrix elements per chunk: cache-sized buffers
 
 Key = tuple[str, str]  # (subject, target)
 
@@ -78,6 +85,10 @@ def features(scores: np.ndarray, mode: str = "mean", tau: float = 0.5) -> np.nda
     if s.ndim != 2:
         raise ValueError("scores must be a 2-D (texts x labels) matrix")
     s = s[~np.isnan(s).any(axis=1)]
+    return _features_of(s, mode, tau)
+
+
+def _features_of(s: np.ndarray, mode: str, tau: float | np.ndarray) -> np.ndarray:
     if mode == "mean":
         return s
     if mode == "threshold":
@@ -94,71 +105,113 @@ def normalise_rows(v: np.ndarray) -> np.ndarray:
         return np.where(total > 0, v / np.where(total > 0, total, 1.0), uniform)
 
 
-def js_alignment(p: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """``1 - JS distance`` (base 2) along the last axis; broadcasts; rows must already sum to 1."""
+def js_divergence(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Jensen-Shannon divergence (base 2, in [0, 1]) along the last axis; broadcasts; rows sum to 1."""
     p = np.asarray(p, dtype=np.float64)
     q = np.asarray(q, dtype=np.float64)
     m = 0.5 * (p + q)
     with np.errstate(divide="ignore", invalid="ignore"):
         kp = np.where(p > 0, p * np.log(p / m), 0.0)
         kq = np.where(q > 0, q * np.log(q / m), 0.0)
-    div = 0.5 * (kp.sum(axis=-1) + kq.sum(axis=-1)) / _LN2
-    return 1.0 - np.sqrt(np.clip(div, 0.0, None))
+    return np.clip(0.5 * (kp.sum(axis=-1) + kq.sum(axis=-1)) / _LN2, 0.0, None)
 
 
-def resample_means(feats: np.ndarray, draws: int, rng: np.random.Generator, exact_max: int = 20_000) -> np.ndarray:
-    """``(draws, k)`` means of bootstrap resamples of the rows of ``feats`` (``(n, k)``).
+def js_alignment(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """``1 - JS distance`` (base 2) along the last axis; broadcasts; rows must already sum to 1."""
+    return 1.0 - np.sqrt(js_divergence(p, q))
 
-    Exact (multinomial counts from ``(draws, n)`` resample indices) up to ``exact_max`` rows; above
-    it, draws from the normal limit ``N(mean, cov / n)`` of the resampled mean.
+
+@dataclass
+class Agg:
+    """One subject's texts of one dimension, summed by (cluster, topic).
+
+    ``codes[i]``, ``counts[i]`` and ``sums[i]`` belong to ``topics[i]``: the clusters (codes in
+    ``0..n_clusters-1``, shared across topics) with texts in that topic, their text counts and
+    their feature sums ``(m_i, k)``.
     """
-    f = np.asarray(feats, dtype=np.float64)
-    n, k = f.shape
-    if n == 0:
-        raise ValueError("cannot resample an empty cell")
-    if n > exact_max:
-        mu = f.mean(axis=0)
-        cov = np.atleast_2d(np.cov(f, rowvar=False, ddof=0)) / n
-        return mu + rng.standard_normal((draws, k)) @ _sqrt_psd(cov).T
-    f32 = f.astype(np.float32)
-    out = np.empty((draws, k), dtype=np.float64)
-    rows = max(1, min(draws, _CHUNK_ELEMS // n))
-    offsets = (np.arange(rows, dtype=np.intp) * n)[:, None]
-    flat = np.empty((rows, n), dtype=np.intp)
-    small = np.int16 if n <= np.iinfo(np.int16).max else np.int32
+
+    topics: list[str]
+    codes: list[np.ndarray]
+    counts: list[np.ndarray]
+    sums: list[np.ndarray]
+    n_clusters: int
+
+    @property
+    def n_pairs(self) -> int:
+        return int(sum(len(c) for c in self.codes))
+
+    def n_texts(self, i: int) -> int:
+        return int(self.counts[i].sum())
+
+    def mean(self, i: int) -> np.ndarray:
+        return self.sums[i].sum(axis=0) / self.counts[i].sum()
+
+
+def aggregate(parts: Sequence[tuple[str, np.ndarray, np.ndarray | None]]) -> Agg:
+    """Sum per-text features by (cluster, topic). ``parts``: (topic, features ``(n, k)``, cluster ids
+    ``(n,)`` or None). Without ids every row is its own cluster (not shared with other topics)."""
+    keep = [(t, np.asarray(f, dtype=np.float64), ids) for t, f, ids in parts if len(f)]
+    if not keep:
+        raise ValueError("cannot aggregate a subject without texts")
+    if all(ids is not None for _, _, ids in keep):
+        uniq, inv = np.unique(np.concatenate([np.asarray(ids) for _, _, ids in keep]), return_inverse=True)
+        n_clusters = len(uniq)
+        bounds = np.cumsum([0] + [len(f) for _, f, _ in keep])
+        row_codes = [inv[bounds[i] : bounds[i + 1]] for i in range(len(keep))]
+    else:
+        if any(ids is not None for _, _, ids in keep):
+            raise ValueError("cluster ids must be given for every topic of a subject or for none")
+        bounds = np.cumsum([0] + [len(f) for _, f, _ in keep])
+        n_clusters = int(bounds[-1])
+        row_codes = [np.arange(bounds[i], bounds[i + 1]) for i in range(len(keep))]
+    codes, counts, sums = [], [], []
+    for (_, f, _), rc in zip(keep, row_codes, strict=True):
+        uc, inv = np.unique(rc, return_inverse=True)
+        codes.append(uc.astype(np.intp))
+        counts.append(np.bincount(inv, minlength=len(uc)).astype(np.float64))
+        sums.append(np.stack([np.bincount(inv, weights=f[:, j], minlength=len(uc)) for j in range(f.shape[1])], axis=1))
+    return Agg([t for t, _, _ in keep], codes, counts, sums, n_clusters)
+
+
+def resample_agg(agg: Agg, draws: int, rng: np.random.Generator, exact_max: int = 20_000) -> list[np.ndarray]:
+    """Per topic of ``agg``, ``(draws, k)`` means of the clustered Bayesian bootstrap (one Exp(1)
+    weight per cluster per draw, shared across topics); the normal limit above ``exact_max``
+    (cluster, topic) pairs."""
+    if agg.n_pairs > exact_max:
+        return _resample_normal(agg, draws, rng)
+    means = [np.empty((draws, s.shape[1])) for s in agg.sums]
+    rows = max(1, min(draws, _CHUNK_ELEMS // max(agg.n_clusters, 1)))
     for start in range(0, draws, rows):
         b = min(rows, draws - start)
-        # (b, n) resample indices -> per-draw multinomial counts of every text -> weighted sums
-        np.add(rng.integers(0, n, size=(b, n), dtype=small), offsets[:b], out=flat[:b])
-        counts = np.bincount(flat[:b].ravel(), minlength=b * n).reshape(b, n)
-        out[start : start + b] = counts.astype(np.float32) @ f32
-    return out / n
+        w = rng.standard_exponential(size=(b, agg.n_clusters))
+        for i, codes in enumerate(agg.codes):
+            wt = w[:, codes]
+            means[i][start : start + b] = (wt @ agg.sums[i]) / (wt @ agg.counts[i])[:, None]
+    return means
 
 
-def permuted_means(pool: np.ndarray, n_a: int, perms: int, rng: np.random.Generator, exact_max: int = 20_000) -> tuple[np.ndarray, np.ndarray]:
-    """Means of the two parts (``n_a`` rows and the rest) of ``perms`` random relabellings of ``pool``."""
-    f = np.asarray(pool, dtype=np.float64)
-    n, k = f.shape
-    n_b = n - n_a
-    if n_a <= 0 or n_b <= 0:
-        raise ValueError("both parts of a permutation need at least one text")
-    total = f.sum(axis=0)
-    if n > exact_max:
-        mu = total / n
-        cov = np.atleast_2d(np.cov(f, rowvar=False, ddof=1)) * (1.0 / n_a - 1.0 / n)
-        mean_a = mu + rng.standard_normal((perms, k)) @ _sqrt_psd(cov).T
-    else:
-        f32 = f.astype(np.float32)
-        labels = np.zeros(n, dtype=np.float32)
-        labels[:n_a] = 1.0
-        mean_a = np.empty((perms, k), dtype=np.float64)
-        rows = max(1, min(perms, _CHUNK_ELEMS // n))
-        for start in range(0, perms, rows):
-            b = min(rows, perms - start)
-            mask = rng.permuted(np.broadcast_to(labels, (b, n)), axis=1)
-            mean_a[start : start + b] = (mask @ f32) / n_a
-    mean_b = (total[None, :] - mean_a * n_a) / n_b
-    return mean_a, mean_b
+def _resample_normal(agg: Agg, draws: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Normal limit of :func:`resample_agg`: joint over topics, covariance sum_u z_u z_u'."""
+    from scipy import sparse
+
+    k = agg.sums[0].shape[1]
+    mus = [agg.mean(i) for i in range(len(agg.topics))]
+    if agg.n_pairs == agg.n_clusters:  # no cluster in two topics: the covariance is block-diagonal by topic
+        out = []
+        for i in range(len(mus)):
+            z = (agg.sums[i] - agg.counts[i][:, None] * mus[i][None, :]) / agg.counts[i].sum()
+            out.append(mus[i] + rng.standard_normal((draws, k)) @ _sqrt_psd(z.T @ z).T)
+        return out
+    rows, cols, vals = [], [], []
+    for i, codes in enumerate(agg.codes):
+        z = (agg.sums[i] - agg.counts[i][:, None] * mus[i][None, :]) / agg.counts[i].sum()
+        rows.append(np.repeat(codes, k))
+        cols.append(np.tile(np.arange(i * k, (i + 1) * k), len(codes)))
+        vals.append(z.ravel())
+    zmat = sparse.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(agg.n_clusters, k * len(mus)))
+    cov = (zmat.T @ zmat).toarray()
+    g = rng.standard_normal((draws, cov.shape[0])) @ _sqrt_psd(cov).T
+    return [mus[i] + g[:, i * k : (i + 1) * k] for i in range(len(mus))]
 
 
 def _blas_single_thread():
@@ -183,6 +236,21 @@ def percentile_interval(reps: np.ndarray, level: float = LEVEL) -> tuple[float, 
     return float(lo), float(hi)
 
 
+def inversion_p_value(reps: np.ndarray) -> float:
+    """Two-sided p-value of the null value 0 by inverting percentile intervals of ``reps``."""
+    r = np.asarray(reps, dtype=np.float64)
+    tail = min(np.count_nonzero(r <= 0.0), np.count_nonzero(r >= 0.0))
+    return float(min(1.0, 2.0 * (1.0 + tail) / (1.0 + r.size)))
+
+
+def bias_corrected(point: float, reps: np.ndarray) -> tuple[float, np.ndarray]:
+    """Bias-corrected S and its replicates, corrected on the divergence scale (see the module doc)."""
+    d_hat = (1.0 - point) ** 2
+    d_rep = (1.0 - np.asarray(reps, dtype=np.float64)) ** 2
+    b = float(d_rep.mean()) - d_hat
+    return 1.0 - math.sqrt(max(d_hat - b, 0.0)), 1.0 - np.sqrt(np.clip(d_rep - 2.0 * b, 0.0, None))
+
+
 def _rng(seed: int, *key: object) -> np.random.Generator:
     """A generator keyed by content, so one cell's draws do not depend on which other cells exist."""
     words = [int(seed) & 0xFFFFFFFF] + [zlib.crc32(str(k).encode("utf-8")) for k in key]
@@ -196,7 +264,10 @@ def _rng(seed: int, *key: object) -> np.random.Generator:
 
 @dataclass(frozen=True)
 class Interval:
-    """A point estimate with its 95% percentile bootstrap interval (and a p-value where tested)."""
+    """A point estimate with its 95% bootstrap interval (and a p-value of the null value 0 for differences).
+
+    ``estimate`` is the bias-corrected value under ``interval="bc"`` and the plug-in otherwise;
+    ``plugin`` is always the plug-in (the value in ``alignment.parquet``, averaged over topics)."""
 
     estimate: float
     lo: float
@@ -204,6 +275,8 @@ class Interval:
     n_topics: int = 1
     std: float = 0.0  # spread of the per-topic point values (the paper's error bars)
     p_value: float | None = None
+    plugin: float | None = None
+    p_floor: float = 0.0  # the smallest p-value the draws can give (2 / (draws + 1))
 
     @property
     def width(self) -> float:
@@ -219,7 +292,7 @@ class Interval:
         return 0
 
     def as_dict(self) -> dict[str, float | int | None]:
-        return {"estimate": self.estimate, "lo": self.lo, "hi": self.hi, "n_topics": self.n_topics, "std": self.std, "p_value": self.p_value}
+        return {"estimate": self.estimate, "lo": self.lo, "hi": self.hi, "n_topics": self.n_topics, "std": self.std, "p_value": self.p_value, "plugin": self.plugin}
 
 
 def split_model_subject(subject: str) -> tuple[str, str] | None:
@@ -232,37 +305,31 @@ def split_model_subject(subject: str) -> tuple[str, str] | None:
 
 @dataclass
 class DimensionStats:
-    """Bootstrap replicates and tests of one (dataset, dimension); topic averages are computed on demand."""
+    """Bootstrap replicates of one (dataset, dimension); topic averages and contrasts are computed on demand."""
 
     dimension: str
     groups: list[str]
     topics: list[str]
     subjects: list[str]
     mode: str
-    tau: float
+    tau: float | np.ndarray | Mapping[str, float | np.ndarray]
     draws: int
-    permutations: int
     seed: int
     n_texts: dict[tuple[str, str], int] = field(default_factory=dict)  # (topic, subject) -> texts used
+    n_clusters: dict[tuple[str, str], int] = field(default_factory=dict)  # (topic, subject) -> clusters (users)
     distributions: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)  # (topic, subject) -> point
-    # (subject, target) -> topic -> (point S, (draws,) replicates)
+    # (subject, target) -> topic -> (plug-in S, (draws,) replicates)
     reps: dict[Key, dict[str, tuple[float, np.ndarray]]] = field(default_factory=dict)
-    # (model subject, "human:A|human:B") -> topic -> (permutations,) per-topic bias under the null
-    perm: dict[Key, dict[str, np.ndarray]] = field(default_factory=dict)
     # (model subject, target, n) -> topic -> (n used, (curve_draws,) replicates)
     curve_reps: dict[tuple[str, str, int], dict[str, tuple[int, np.ndarray]]] = field(default_factory=dict)
     n_grid: list[int] = field(default_factory=list)
-    interval: str = "percentile"  # or "basic" (reflected about the estimate: corrects the plug-in's bias)
-
-    def _ci(self, point: float, reps: np.ndarray) -> tuple[float, float]:
-        lo, hi = percentile_interval(reps)
-        if self.interval == "basic":
-            return 2.0 * point - hi, 2.0 * point - lo
-        return lo, hi
+    interval: str = DEFAULT_INTERVAL
+    clustered: bool = False  # whether any human subject was resampled by user
+    _bc: dict[Key, dict[str, tuple[float, np.ndarray]]] = field(default_factory=dict, repr=False)
 
     def resampling_shift(self, subject: str, target: str) -> float | None:
-        """Mean bootstrap replicate minus the estimate of the topic-averaged S (the plug-in's bias, roughly)."""
-        ser = self._series(subject, target)
+        """Mean bootstrap replicate minus the plug-in estimate of the topic-averaged S (the plug-in's bias, roughly)."""
+        ser = self._series(subject, target, raw=True)
         if not ser:
             return None
         return float(np.mean([ser[t][1].mean() - ser[t][0] for t in ser]))
@@ -285,20 +352,29 @@ class DimensionStats:
         return seen
 
     def has(self, subject: str, target: str) -> bool:
-        return bool(self._series(subject, target))
+        return bool(self._series(subject, target, raw=True))
 
-    def _series(self, subject: str, target: str) -> dict[str, tuple[float, np.ndarray]]:
-        got = self.reps.get((subject, target))
+    def _series(self, subject: str, target: str, raw: bool = False) -> dict[str, tuple[float, np.ndarray]]:
+        key = (subject, target)
+        got = self.reps.get(key)
         if got is None and subject.startswith("human:") and target.startswith("human:"):
-            got = self.reps.get((target, subject))
-        return got or {}
+            key = (target, subject)
+            got = self.reps.get(key)
+        if not got or raw or self.interval != "bc":
+            return got or {}
+        if key not in self._bc:
+            self._bc[key] = {t: bias_corrected(p, r) for t, (p, r) in got.items()}
+        return self._bc[key]
 
     # --- generic linear contrasts of per-topic S, averaged over common topics ----------------
-    def contrast(self, terms: Sequence[tuple[float, str, str]], topics: Iterable[str] | None = None) -> Interval | None:
-        """Topic average of ``sum(coef * S_t(subject, target))`` over the topics all terms share."""
+    def contrast(self, terms: Sequence[tuple[float, str, str]], topics: Iterable[str] | None = None, *, test: bool = False, level: float = LEVEL) -> Interval | None:
+        """Topic average of ``sum(coef * S_t(subject, target))`` over the topics all terms share.
+
+        ``test``: attach the two-sided p-value of the null value 0 (for differences)."""
         series = [(c, self._series(s, t)) for c, s, t in terms]
         if not series or any(not ser for _, ser in series):
             return None
+        raw = [self._series(s, t, raw=True) for _, s, t in terms]
         common = set.intersection(*(set(ser) for _, ser in series))
         if topics is not None:
             common &= set(topics)
@@ -306,20 +382,28 @@ class DimensionStats:
         if not use:
             return None
         points = np.array([sum(c * ser[t][0] for c, ser in series) for t in use])
+        plugin = float(np.mean([sum(c * r[t][0] for (c, _), r in zip(series, raw, strict=True)) for t in use]))
         reps = np.mean([sum(c * ser[t][1] for c, ser in series) for t in use], axis=0)
-        lo, hi = self._ci(float(points.mean()), reps)
-        return Interval(float(points.mean()), lo, hi, len(use), float(points.std()))
+        est = float(points.mean())
+        if self.interval == "basic":
+            reps = 2.0 * est - reps
+        lo, hi = percentile_interval(reps, level)
+        p = inversion_p_value(reps) if test else None
+        return Interval(est, lo, hi, len(use), float(points.std()), p, plugin, 2.0 / (1.0 + reps.size))
 
     def alignment(self, subject: str, target: str) -> Interval | None:
         """Topic-averaged S (paper eq. 1) with its interval."""
         return self.contrast([(1.0, subject, target)])
 
     def per_topic(self, subject: str, target: str) -> dict[str, Interval]:
+        ser = self._series(subject, target)
         out = {}
-        for t, (point, reps) in self._series(subject, target).items():
-            lo, hi = self._ci(point, reps)
-            out[t] = Interval(float(point), lo, hi, 1, 0.0)
-        return {t: out[t] for t in self.topics if t in out}
+        for t in self.topics:
+            if t in ser:
+                iv = self.contrast([(1.0, subject, target)], [t])
+                if iv is not None:
+                    out[t] = iv
+        return out
 
     def _baseline_terms(self, group_subject: str) -> list[tuple[float, str, str]]:
         others = [h for h in self.humans if h != group_subject and self.has(group_subject, h)]
@@ -335,23 +419,14 @@ class DimensionStats:
         terms = self._baseline_terms(group_subject)
         if not terms:
             return None
-        return self.contrast([(1.0, subject, group_subject)] + [(-c, s, t) for c, s, t in terms])
+        return self.contrast([(1.0, subject, group_subject)] + [(-c, s, t) for c, s, t in terms], test=True)
 
     def bias(self, subject: str, a: str, b: str) -> Interval | None:
-        """Topic average of S(subject, a) - S(subject, b), with the permutation p-value if computed."""
-        iv = self.contrast([(1.0, subject, a), (-1.0, subject, b)])
-        if iv is None:
-            return None
-        perm = self.perm.get((subject, f"{a}|{b}"))
-        if perm:
-            common = set(self._series(subject, a)) & set(self._series(subject, b)) & set(perm)
-            use = [t for t in self.topics if t in common]
-            if use:
-                null = np.mean([perm[t] for t in use], axis=0)
-                obs = np.mean([self._series(subject, a)[t][0] - self._series(subject, b)[t][0] for t in use])
-                p = (1.0 + np.count_nonzero(np.abs(null) >= abs(obs) - 1e-12)) / (1.0 + null.size)
-                iv = Interval(iv.estimate, iv.lo, iv.hi, iv.n_topics, iv.std, float(p))
-        return iv
+        """Topic average of S(subject, a) - S(subject, b); p-value of the null "equidistant" (bias 0).
+
+        Both S carry the model's and each group's sampling variation (all resampled), and each is
+        bias-corrected for its own sample sizes, so a larger group does not look closer."""
+        return self.contrast([(1.0, subject, a), (-1.0, subject, b)], test=True)
 
     def steering(self, subject: str, target: str) -> Interval | None:
         """S of a steered mode minus S of the same model's default mode, with the same target."""
@@ -359,11 +434,11 @@ class DimensionStats:
         if parts is None or parts[1] == "default":
             return None
         default = f"model:{parts[0]}:default"
-        return self.contrast([(1.0, subject, target), (-1.0, default, target)])
+        return self.contrast([(1.0, subject, target), (-1.0, default, target)], test=True)
 
-    def mode_contrast(self, model_id: str, target: str, first: str = "liberal", second: str = "conservative") -> Interval | None:
+    def mode_contrast(self, model_id: str, target: str, first: str = "liberal", second: str = "conservative", level: float = LEVEL) -> Interval | None:
         """S(first-steered, target) - S(second-steered, target): does the model tell the two apart?"""
-        return self.contrast([(1.0, f"model:{model_id}:{first}", target), (-1.0, f"model:{model_id}:{second}", target)])
+        return self.contrast([(1.0, f"model:{model_id}:{first}", target), (-1.0, f"model:{model_id}:{second}", target)], test=True, level=level)
 
     def bias_change(self, subject: str, a: str, b: str) -> Interval | None:
         """Bias of a steered mode minus the bias of the default mode."""
@@ -371,7 +446,7 @@ class DimensionStats:
         if parts is None or parts[1] == "default":
             return None
         default = f"model:{parts[0]}:default"
-        return self.contrast([(1.0, subject, a), (-1.0, subject, b), (-1.0, default, a), (1.0, default, b)])
+        return self.contrast([(1.0, subject, a), (-1.0, subject, b), (-1.0, default, a), (1.0, default, b)], test=True)
 
     def human_pairs(self) -> list[tuple[str, str]]:
         return [(a, b) for a, b in itertools.combinations(self.humans, 2) if self.has(a, b)]
@@ -425,7 +500,7 @@ class DimensionStats:
 # The analysis
 # ---------------------------------------------------------------------------------------------
 
-Cells = Mapping[tuple[str, str], Mapping[str, np.ndarray]]  # (topic, subject) -> dimension -> raw scores
+Cells = Mapping[tuple[str, str], Mapping[str, np.ndarray]]  # (topic, subject) -> dimension (or CLUSTER) -> array
 
 
 def analyse(
@@ -435,163 +510,153 @@ def analyse(
     dimensions: Sequence[str] | None = None,
     topics: Sequence[str] | None = None,
     mode: str = "mean",
-    tau: float = 0.5,
+    tau: float | np.ndarray | Mapping[str, float | np.ndarray] = 0.5,
     draws: int = 1000,
-    permutations: int | None = None,
     seed: int = 0,
     n_grid: Sequence[int] | None = DEFAULT_N_GRID,
     curve_draws: int | None = None,
     exact_max: int = 20_000,
     key: str = "",
-    interval: str = "percentile",
+    interval: str = DEFAULT_INTERVAL,
 ) -> dict[str, DimensionStats]:
-    """Bootstrap, permutation tests and precision curves of one dataset, per dimension.
+    """Clustered bootstrap and precision curves of one dataset, per dimension.
 
-    ``cells`` maps (topic, subject) to {dimension: raw ``(n, n_labels)`` scores}; subjects are
-    ``human:<group>`` and ``model:<id>:<mode>``. The pairs are the reduce's: every pair of groups (in
-    ``groups`` order) and every model subject with every group. ``topics`` orders and restricts the
-    topics (default: sorted). ``key`` (e.g. the dataset name) enters the seeds. ``interval`` is
-    ``percentile`` (default) or ``basic`` (``2 * estimate - percentiles``: first-order correction of
-    the plug-in's downward bias near identical distributions, see :meth:`DimensionStats.resampling_shift`).
+    ``cells`` maps (topic, subject) to {dimension: raw ``(n, n_labels)`` scores}, plus optionally
+    ``CLUSTER``: the ``(n,)`` cluster (user) ids of the rows; subjects are ``human:<group>`` and
+    ``model:<id>:<mode>``. The pairs are the reduce's: every pair of groups (in ``groups`` order)
+    and every model subject with every group. ``topics`` orders and restricts the topics (default:
+    sorted). ``tau``: the threshold-mode cut (one value, per-label values, or a mapping dimension ->
+    either). ``key`` (e.g. the dataset name) enters the seeds. ``interval``: ``bc`` (default,
+    bias-corrected, see the module doc), ``percentile`` or ``basic``.
     """
-    if interval not in ("percentile", "basic"):
-        raise ValueError(f"unknown interval {interval!r}; expected percentile or basic")
+    _check(interval, mode, draws)
+    all_topics = sorted({t for t, _ in cells})
+    topic_list = [t for t in topics if t in set(all_topics)] if topics is not None else all_topics
+    found = {d for v in cells.values() for d in v if d != CLUSTER}
+    dims = list(dimensions) if dimensions is not None else sorted(found, key=lambda d: list(DIMENSIONS).index(d) if d in DIMENSIONS else 99)
+    subjects_all = sorted({s for _, s in cells})
+    aggs: dict[tuple[str, str], Agg] = {}
+    model_feats: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+    for d in dims:
+        for s in subjects_all:
+            parts = []
+            for t in topic_list:
+                cell = cells.get((t, s))
+                if cell is None or d not in cell:
+                    continue
+                raw = np.asarray(cell[d], dtype=np.float64)
+                if raw.ndim != 2:
+                    raise ValueError(f"scores of {s!r} on topic {t!r} ({d}) must be a 2-D (texts x labels) matrix")
+                ok = ~np.isnan(raw).any(axis=1)
+                ids = cell.get(CLUSTER)
+                cut = tau.get(d, 0.5) if isinstance(tau, Mapping) else tau
+                parts.append((t, _features_of(raw[ok], mode, cut), None if ids is None else np.asarray(ids)[ok]))
+            parts = [p for p in parts if len(p[1])]
+            if not parts:
+                continue
+            if any(p[2] is None for p in parts):  # ids for some topics only: treat every text as its own cluster
+                parts = [(t, f, None) for t, f, _ in parts]
+            aggs[(d, s)] = aggregate(parts)
+            if split_model_subject(s):
+                model_feats[(d, s)] = {t: f for t, f, _ in parts}
+    return analyse_aggregated(aggs, groups, topics=topic_list, dimensions=dims, mode=mode, tau=tau, draws=draws, seed=seed, n_grid=n_grid,
+                              curve_draws=curve_draws, exact_max=exact_max, key=key, interval=interval, model_feats=model_feats)
+
+
+def _check(interval: str, mode: str, draws: int) -> None:
+    if interval not in INTERVALS:
+        raise ValueError(f"unknown interval {interval!r}; expected one of {INTERVALS}")
     if mode not in MODES:
         raise ValueError(f"unknown distribution mode {mode!r}; expected one of {MODES}")
     if draws < 2:
         raise ValueError("draws must be at least 2")
-    permutations = draws if permutations is None else int(permutations)
+
+
+def analyse_aggregated(
+    aggs: Mapping[tuple[str, str], Agg],
+    groups: Sequence[str],
+    *,
+    topics: Sequence[str],
+    dimensions: Sequence[str],
+    mode: str = "mean",
+    tau: float | np.ndarray | Mapping[str, float | np.ndarray] = 0.5,
+    draws: int = 1000,
+    seed: int = 0,
+    n_grid: Sequence[int] | None = None,
+    curve_draws: int | None = None,
+    exact_max: int = 20_000,
+    key: str = "",
+    interval: str = DEFAULT_INTERVAL,
+    model_feats: Mapping[tuple[str, str], Mapping[str, np.ndarray]] | None = None,
+) -> dict[str, DimensionStats]:
+    """:func:`analyse` from texts already summed by (cluster, topic): ``aggs[(dimension, subject)]``.
+
+    The simulations of :mod:`affalign.calibration` enter here (they generate cluster sums
+    directly); :func:`analyse` aggregates per-text scores and calls this. ``model_feats`` (per-text
+    features of model subjects by topic) feeds the precision curves; without it there are none."""
+    _check(interval, mode, draws)
     curve_draws = min(draws, 200) if curve_draws is None else int(curve_draws)
-    all_topics = sorted({t for t, _ in cells})
-    topic_list = [t for t in topics if t in set(all_topics)] if topics is not None else all_topics
-    dims = list(dimensions) if dimensions is not None else sorted({d for v in cells.values() for d in v}, key=lambda d: list(DIMENSIONS).index(d) if d in DIMENSIONS else 99)
-    subjects_all = sorted({s for _, s in cells})
+    model_feats = model_feats or {}
+    subjects_all = sorted({s for _, s in aggs})
     humans = [human_subject(g) for g in groups if human_subject(g) in subjects_all]
     models = [s for s in subjects_all if split_model_subject(s)]
     subjects = humans + models
-    out = {d: DimensionStats(d, list(groups), topic_list, subjects, mode, tau, draws, permutations, seed, interval=interval) for d in dims}
-
-    # the precision grid: n values capped at the largest model cell
-    model_n = [len(features(m, mode, tau)) for (t, s), v in cells.items() if s in models and t in topic_list for m in v.values()]
+    out = {d: DimensionStats(d, list(groups), list(topics), subjects, mode, tau, draws, seed, interval=interval) for d in dimensions}
+    model_n = [len(f) for (d, s), by_t in model_feats.items() for t, f in by_t.items() if s in models and t in set(topics)]
     grid: list[int] = []
     if n_grid and model_n:
         top = max(model_n)
         grid = sorted({min(int(n), top) for n in n_grid if n > 0})
         if len(grid) < 3:  # fewer generations than the grid: show fractions of what exists
             grid = sorted(set(grid) | {max(2, top // 4), max(2, top // 2), top})
-    for st in out.values():
-        st.n_grid = grid
-
     pairs = list(itertools.combinations(humans, 2)) + [(m, h) for m in models for h in humans]
     with _blas_single_thread():
-        for topic in topic_list:
-            _analyse_topic(topic, cells, out, subjects, humans, models, pairs, dims, grid, mode=mode, tau=tau, draws=draws, permutations=permutations, seed=seed, curve_draws=curve_draws, exact_max=exact_max, key=key)
+        for d in dimensions:
+            st = out[d]
+            st.n_grid = grid
+            boot: dict[str, dict[str, np.ndarray]] = {}
+            for s in subjects:
+                agg = aggs.get((d, s))
+                if agg is None:
+                    continue
+                means = resample_agg(agg, draws, _rng(seed, key, s, d, "boot"), exact_max)
+                boot[s] = {t: normalise_rows(m) for t, m in zip(agg.topics, means, strict=True)}
+                for i, t in enumerate(agg.topics):
+                    st.n_texts[(t, s)] = agg.n_texts(i)
+                    st.n_clusters[(t, s)] = len(agg.codes[i])
+                    st.distributions[(t, s)] = normalise_rows(agg.mean(i))
+                if s in humans and any(agg.n_texts(i) > len(agg.codes[i]) for i in range(len(agg.topics))):
+                    st.clustered = True
+            for s, t2 in pairs:
+                if s not in boot or t2 not in boot:
+                    continue
+                for topic in topics:
+                    if topic in boot[s] and topic in boot[t2]:
+                        point = float(js_alignment(st.distributions[(topic, s)], st.distributions[(topic, t2)]))
+                        st.reps.setdefault((s, t2), {})[topic] = (point, js_alignment(boot[s][topic], boot[t2][topic]))
+            _curves(st, d, boot, humans, models, grid, model_feats, seed=seed, key=key, curve_draws=curve_draws, exact_max=exact_max)
     return out
 
 
-def _analyse_topic(
-    topic: str,
-    cells: Cells,
-    out: dict[str, DimensionStats],
-    subjects: list[str],
-    humans: list[str],
-    models: list[str],
-    pairs: list[tuple[str, str]],
-    dims: list[str],
-    grid: list[int],
-    *,
-    mode: str,
-    tau: float,
-    draws: int,
-    permutations: int,
-    seed: int,
-    curve_draws: int,
-    exact_max: int,
-    key: str,
-) -> None:
-    """Bootstrap, permutations and precision curve of one topic, into ``out``."""
-    # per subject: blocks of features resampled together (all dimensions at once when their
-    # rows are the same texts), each with its dimensions' column slices
-    blocks: dict[str, list[tuple[dict[str, slice], np.ndarray]]] = {}
-    for s in subjects:
-        if (topic, s) in cells:
-            b = _blocks(cells[(topic, s)], dims, mode, tau)
-            if b:
-                blocks[s] = b
-    feats = {(d, s): f[:, sl] for s, bl in blocks.items() for sls, f in bl for d, sl in sls.items()}
-    boot: dict[tuple[str, str], np.ndarray] = {}
-    for s, bl in blocks.items():
-        for sls, f in bl:
-            means = resample_means(f, draws, _rng(seed, key, topic, s, "boot", *sls), exact_max)
-            for d, sl in sls.items():
-                boot[(d, s)] = normalise_rows(means[:, sl])
-    for (d, s), f in feats.items():
-        out[d].n_texts[(topic, s)] = len(f)
-        out[d].distributions[(topic, s)] = normalise_rows(f.mean(axis=0))
-    for d in dims:
-        st = out[d]
-        for s, t in pairs:
-            if (d, s) in boot and (d, t) in boot:
-                point = float(js_alignment(st.distributions[(topic, s)], st.distributions[(topic, t)]))
-                st.reps.setdefault((s, t), {})[topic] = (point, js_alignment(boot[(d, s)], boot[(d, t)]))
-    # permutation null of each pair of groups, applied to every model subject's bias
-    for a, b in itertools.combinations(humans, 2):
-        if a not in blocks or b not in blocks or permutations < 1:
-            continue
-        for sls, pool, n_a in _pools(blocks[a], blocks[b]):
-            ms = [m for m in models if any((d, m) in feats for d in sls)]
-            if not ms:
-                continue
-            ma, mb = permuted_means(pool, n_a, permutations, _rng(seed, key, topic, a, b, "perm", *sls), exact_max)
-            for d, sl in sls.items():
-                pa_, pb_ = normalise_rows(ma[:, sl]), normalise_rows(mb[:, sl])
-                for m in ms:
-                    if (d, m) in feats:
-                        pm = out[d].distributions[(topic, m)]
-                        out[d].perm.setdefault((m, f"{a}|{b}"), {})[topic] = js_alignment(pm, pa_) - js_alignment(pm, pb_)
-    # precision against n: subsample each model subject, keep the humans whole
+def _curves(st: DimensionStats, d: str, boot: Mapping[str, Mapping[str, np.ndarray]], humans: list[str], models: list[str], grid: list[int],
+            model_feats: Mapping[tuple[str, str], Mapping[str, np.ndarray]], *, seed: int, key: str, curve_draws: int, exact_max: int) -> None:
+    """Precision against n: subsample each model subject's texts per topic, keep the humans whole."""
     for m in models:
-        if m not in blocks or not grid:
+        by_topic = model_feats.get((d, m))
+        if not by_topic or not grid:
             continue
-        for sls, f in blocks[m]:
-            order = _rng(seed, key, topic, m, "subsample", *sls).permutation(len(f))
-            for n in grid:
-                use = min(n, len(f))
-                means = resample_means(f[order[:use]], curve_draws, _rng(seed, key, topic, m, "curve", n, *sls), exact_max)
-                for d, sl in sls.items():
-                    sub = normalise_rows(means[:, sl])
-                    hs = [h for h in humans if (d, h) in boot]
-                    s_h = {h: js_alignment(sub, boot[(d, h)][:curve_draws]) for h in hs}
-                    for h in hs:
-                        out[d].curve_reps.setdefault((m, h, n), {})[topic] = (use, s_h[h])
-                    for a, b in itertools.combinations(hs, 2):
-                        out[d].curve_reps.setdefault((m, f"{a}|{b}", n), {})[topic] = (use, s_h[a] - s_h[b])
-
-
-def _blocks(cell: Mapping[str, np.ndarray], dims: Sequence[str], mode: str, tau: float) -> list[tuple[dict[str, slice], np.ndarray]]:
-    """Feature blocks of one cell: one joint block when every dimension has the same rows and no
-    NaN (the usual case), else one block per dimension (NaN rows dropped per dimension)."""
-    raw = {d: np.asarray(cell[d], dtype=np.float64) for d in dims if d in cell}
-    if not raw:
-        return []
-    if len({m.shape[0] for m in raw.values()}) == 1 and not any(np.isnan(m).any() for m in raw.values()):
-        f = {d: features(m, mode, tau) for d, m in raw.items()}
-        if not len(next(iter(f.values()))):
-            return []
-        cuts = np.cumsum([0] + [m.shape[1] for m in f.values()])
-        return [({d: slice(int(cuts[i]), int(cuts[i + 1])) for i, d in enumerate(f)}, np.hstack(list(f.values())))]
-    out = []
-    for d, m in raw.items():
-        f = features(m, mode, tau)
-        if len(f):
-            out.append(({d: slice(0, f.shape[1])}, f))
-    return out
-
-
-def _pools(a: list[tuple[dict[str, slice], np.ndarray]], b: list[tuple[dict[str, slice], np.ndarray]]) -> list[tuple[dict[str, slice], np.ndarray, int]]:
-    """Pooled (A then B) feature blocks for the permutation test: joint when both sides are joint."""
-    if len(a) == 1 and len(b) == 1 and a[0][0] == b[0][0]:
-        return [(a[0][0], np.vstack([a[0][1], b[0][1]]), len(a[0][1]))]
-    fa = {d: f[:, sl] for sls, f in a for d, sl in sls.items()}
-    fb = {d: f[:, sl] for sls, f in b for d, sl in sls.items()}
-    return [({d: slice(0, fa[d].shape[1])}, np.vstack([fa[d], fb[d]]), len(fa[d])) for d in fa if d in fb]
+        orders = {t: _rng(seed, key, t, m, "subsample", d).permutation(len(f)) for t, f in by_topic.items()}
+        for n in grid:
+            parts = [(t, f[orders[t][: min(n, len(f))]], None) for t, f in by_topic.items() if t in st.topics]
+            if not parts:
+                continue
+            agg = aggregate(parts)
+            means = resample_agg(agg, curve_draws, _rng(seed, key, m, "curve", n, d), exact_max)
+            for i, t in enumerate(agg.topics):
+                sub = normalise_rows(means[i])
+                hs = [h for h in humans if h in boot and t in boot[h]]
+                s_h = {h: js_alignment(sub, boot[h][t][:curve_draws]) for h in hs}
+                for h in hs:
+                    st.curve_reps.setdefault((m, h, n), {})[t] = (agg.n_texts(i), s_h[h])
+                for a, b in itertools.combinations(hs, 2):
+                    st.curve_reps.setdefault((m, f"{a}|{b}", n), {})[t] = (agg.n_texts(i), s_h[a] - s_h[b])

@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 from affalign import schema, stats
 from affalign.errors import InputError
 from affalign.reduce import score_matrix
+from affalign.report import calls
 from affalign.report import figures as F
 from affalign.report.figures import DimView, ModelInfo
 from affalign.schema import DIMENSIONS
@@ -178,7 +179,7 @@ def _read_scores(fs: pafs.FileSystem, root: str, data: RunData) -> None:
             if len(cols) < 3 or not dims:
                 data.warnings.append(f"{path}: not a score table (needs dataset, subject, topics and scores_<dimension>); skipped.")
                 continue
-            t = pf.read(columns=cols + [schema.score_column(d) for d in dims] + (["text_id"] if "text_id" in names else []))
+            t = pf.read(columns=cols + [schema.score_column(d) for d in dims] + [c for c in ("text_id", schema.USER_ID) if c in names])
         if t.num_rows == 0:
             continue
         topics = t.column(schema.TOPICS).combine_chunks()
@@ -201,6 +202,13 @@ def _read_scores(fs: pafs.FileSystem, root: str, data: RunData) -> None:
         # how the run happened to partition its score files
         ids = t.column("text_id") if "text_id" in t.column_names else pa.array(np.arange(t.num_rows).astype(str))
         text_hash = pd.util.hash_array(pc.fill_null(ids.cast(pa.string()), "").to_numpy(zero_copy_only=False))
+        # the resampling cluster of a text: its author (user_id) where known, else the text itself
+        # (the same text in several topics is still one cluster)
+        text_key = pc.binary_join_element_wise(pa.scalar("t:"), pc.fill_null(ids.cast(pa.string()), ""), "")
+        if schema.USER_ID in t.column_names:
+            uid = t.column(schema.USER_ID).cast(pa.string())
+            text_key = pc.if_else(pc.is_null(uid), text_key, pc.binary_join_element_wise(pa.scalar("u:"), uid, ""))
+        cluster_hash = pd.util.hash_array(text_key.to_numpy(zero_copy_only=False))
         for i, k in enumerate(uniq.tolist()):
             rest, s_code = divmod(k, len(names[2]))
             d_code, t_code = divmod(rest, len(names[1]))
@@ -210,6 +218,7 @@ def _read_scores(fs: pafs.FileSystem, root: str, data: RunData) -> None:
             rows = parents[order[bounds[i] : bounds[i + 1]]]
             cell = parts.setdefault(d, {}).setdefault((topic, s), {})
             cell.setdefault("", []).append(text_hash[rows])
+            cell.setdefault(stats.CLUSTER, []).append(cluster_hash[rows])
             for dim, m in mats.items():
                 cell.setdefault(dim, []).append(m[rows].astype(np.float32))
     for d, cells in parts.items():
@@ -266,10 +275,23 @@ def _views(data: RunData, all_stats: dict[tuple[str, str], DimensionStats]) -> l
     return views
 
 
-def compute_stats(data: RunData, *, draws: int, seed: int, permutations: int | None, n_grid: Sequence[int] | None, interval: str) -> dict[tuple[str, str], DimensionStats]:
+def _dim_tau(data: RunData, dimension: str) -> float | np.ndarray:
+    """Threshold-mode cut of a dimension: its scorer's per-label thresholds (run.json) or reduce.tau."""
+    cuts = (data.doc.get("reduce_thresholds") or {}).get(dimension) if isinstance(data.doc, dict) else None
+    return np.asarray(cuts, np.float64) if cuts else data.tau
+
+
+def _tau_note(data: RunData) -> str:
+    cuts = sorted((data.doc.get("reduce_thresholds") or {}) if isinstance(data.doc, dict) else {})
+    if not cuts:
+        return f"tau = {data.tau}"
+    return f"per-label thresholds of the scorer for {', '.join(cuts)}; tau = {data.tau} otherwise"
+
+
+def compute_stats(data: RunData, *, draws: int, seed: int, n_grid: Sequence[int] | None, interval: str = stats.DEFAULT_INTERVAL) -> dict[tuple[str, str], DimensionStats]:
     out: dict[tuple[str, str], DimensionStats] = {}
     for d, cells in data.cells.items():
-        res = stats.analyse(cells, data.groups, topics=data.topic_order, mode=data.mode, tau=data.tau, draws=draws, permutations=permutations, seed=seed, n_grid=n_grid, key=d, interval=interval)
+        res = stats.analyse(cells, data.groups, topics=data.topic_order, mode=data.mode, tau={dim: _dim_tau(data, dim) for dim in DIMENSIONS}, draws=draws, seed=seed, n_grid=n_grid, key=d, interval=interval)
         for dim, st in res.items():
             out[(d, dim)] = st
     return out
@@ -327,12 +349,12 @@ def _s(iv: Interval) -> str:
     return f"{iv.estimate:.3f} {_ci(iv)}"
 
 
-def _p(iv: Interval, permutations: int, bare: bool = False) -> str:
-    """A permutation p-value; at its floor 1 / (permutations + 1) it is an upper bound."""
+def _p(iv: Interval, bare: bool = False) -> str:
+    """A bootstrap-inversion p-value; at its floor 2 / (draws + 1) it is an upper bound."""
     if iv.p_value is None:
         return "–"
-    if iv.p_value <= 1.0 / (permutations + 1) + 1e-12:
-        return f"≤ {iv.p_value:.2g}" if bare else f"≤ {iv.p_value:.2g} (no permutation as extreme)"
+    if iv.p_value <= iv.p_floor + 1e-12:
+        return f"≤ {iv.p_value:.2g}" if bare else f"≤ {iv.p_value:.2g} (no bootstrap replicate on the other side of 0)"
     return f"{iv.p_value:.3g}" if bare else f"= {iv.p_value:.3g}"
 
 
@@ -351,6 +373,26 @@ def _name(m: ModelInfo) -> str:
 UNRESOLVED = "not resolved at this sample size"
 
 
+def _quantified(counts: dict[int, int], total: int, unit: str, words: dict[int, str]) -> str:
+    """"All 4 model–group comparisons are below the baseline" / "1 of 4 ... is below ...; 3 ... are ..."."""
+    out = []
+    for key, (one, many) in words.items():
+        c = counts.get(key, 0)
+        if c == 0:
+            continue
+        if c == total:
+            lead = f"the only {unit}" if total == 1 else f"{'both' if total == 2 else 'all ' + str(total)} {unit}s"
+            out.append(f"{lead} {one if total == 1 else many}")
+        else:
+            out.append(f"{c} of {total} {unit}s {one if c == 1 else many}")
+    return "; ".join(out)
+
+
+def _split_kinds(models: list[ModelInfo]) -> tuple[list[ModelInfo], list[ModelInfo]]:
+    """(instruction-tuned models, the others): the paper's steering analysis covers the former only."""
+    return [m for m in models if m.kind == "instruct"], [m for m in models if m.kind != "instruct"]
+
+
 def research_questions(view: DimView) -> list[Answer]:
     st = view.stats
     if st is None:
@@ -367,25 +409,25 @@ def research_questions(view: DimView) -> list[Answer]:
 
     # 1. below the baseline by default
     a1 = Answer("Is every model below the human baseline (default prompting)?", "")
-    calls = []
+    signs: list[int] = []
     for m in models:
         s = f"model:{m.id}:default"
         for h in humans:
-            iv, diff, base = st.alignment(s, h), st.vs_baseline(s, h), st.baseline(h)
-            if iv is None or diff is None or base is None:
+            got, iv, base = calls.vs_baseline_call(st, s, h), st.alignment(s, h), st.baseline(h)
+            if got is None or iv is None or base is None:
                 continue
-            calls.append(diff.sign)
-            word = {-1: "below the baseline", 1: "above the baseline", 0: f"{UNRESOLVED} (the interval of the difference contains 0)"}[diff.sign]
-            a1.details.append(f"{_name(m)} with {_g(h)}: S = {_s(iv)}, baseline {_s(base)}, difference {_d(diff)} on {diff.n_topics} topics: {word}.")
-    if not calls:
+            sign, diff = got
+            signs.append(sign)
+            word = {-1: "below the baseline", 1: "above the baseline", 0: f"{UNRESOLVED} (the interval of the difference contains 0)"}[sign]
+            a1.details.append(f"{_name(m)} with {_g(h)}: S = {_s(iv)}, baseline {_s(base)}, difference {_d(diff)} on {diff.n_topics} topics, p {_p(diff)}: {word}.")
+    if not signs:
         a1.verdict = "Not answerable: no model has default-mode results against two groups."
-    elif all(c == -1 for c in calls):
-        who = "the model is" if len(models) == 1 else f"all {len(models)} models are"
-        a1.verdict = f"Yes: {who} below the human baseline with every group ({_count(len(calls), 'comparison')}, each 95% interval of the difference below 0)."
-    elif any(c == 1 for c in calls):
-        a1.verdict = f"No: {sum(c == 1 for c in calls)} of {len(calls)} model–group comparisons are above the baseline (interval above 0)."
     else:
-        a1.verdict = f"Mostly: {sum(c == -1 for c in calls)} of {len(calls)} model–group comparisons are below the baseline; the other {sum(c == 0 for c in calls)} are {UNRESOLVED}."
+        counts = {k: signs.count(k) for k in (-1, 1, 0)}
+        lead = "Yes" if counts[-1] == len(signs) else ("No" if counts[1] else "Not shown")
+        a1.verdict = f"{lead}: " + _quantified(counts, len(signs), "model–group comparison", {
+            -1: ("is below the baseline", "are below the baseline"), 1: ("is above the baseline", "are above the baseline"),
+            0: (f"is {UNRESOLVED}", f"are {UNRESOLVED}")}) + " (95% interval of the difference to the baseline)."
     a1.details.insert(0, f"Baseline: {base_txt}." if base_txt else "Baseline: not available.")
     if len(humans) > 2:
         a1.details.insert(1, "With more than two groups, a group's baseline is its mean S with the other groups.")
@@ -396,41 +438,56 @@ def research_questions(view: DimView) -> list[Answer]:
     tally: dict[str, int] = {}
     for a, b in pairs:
         for m in models:
-            iv = st.bias(f"model:{m.id}:default", a, b)
-            if iv is None:
+            got = calls.bias_call(st, f"model:{m.id}:default", a, b)
+            if got is None:
                 continue
-            p = f", permutation p {_p(iv, st.permutations)}" if iv.p_value is not None else ""
-            if iv.sign == 0:
-                who = UNRESOLVED
-            else:
-                who = f"closer to {_g(a) if iv.sign > 0 else _g(b)}"
+            sign, iv = got
+            who = UNRESOLVED if sign == 0 else f"closer to {_g(a) if sign > 0 else _g(b)}"
             tally[who] = tally.get(who, 0) + 1
-            a2.details.append(f"{_name(m)}: bias S({_g(a)}) − S({_g(b)}) = {_d(iv)}{p}: {who}.")
+            a2.details.append(f"{_name(m)}: bias S({_g(a)}) − S({_g(b)}) = {_d(iv)}, p {_p(iv)} (null: equidistant): {who}.")
     unit = "model" if len(pairs) == 1 else "model–pair comparison"
-    a2.verdict = ("; ".join(f"{_count(v, unit)} {k}" for k, v in sorted(tally.items())) + ".") if tally else "Not answerable: no default-mode bias."
-    a2.verdict = a2.verdict[0].upper() + a2.verdict[1:]
+    total = sum(tally.values())
+    verdict = _quantified(tally, total, unit, {k: (f"is {k}", f"are {k}") for k in sorted(tally)})
+    a2.verdict = (verdict[0].upper() + verdict[1:] + ".") if tally else "Not answerable: no default-mode bias."
+    if tally:
+        a2.details.insert(0, "Null hypothesis of each p-value: the model is equidistant from the two groups (topic-averaged bias 0); bootstrap test, "
+                             "the model's and both groups' texts resampled, each S bias-corrected for its own sample sizes.")
     answers.append(a2)
 
-    has_steer = [m for m in models if st.has(f"model:{m.id}:liberal", humans[0]) and st.has(f"model:{m.id}:conservative", humans[0])] if humans else []
     steered_modes = [md for md in view.modes if md != "default"]
     if not steered_modes:
         answers.append(Answer("Steering", "No steered generations in this run: the steering questions do not apply."))
         return answers
+    instruct, others = _split_kinds(models)
+    scope = ("Steering questions cover instruction-tuned models only, as in the paper; "
+             + (f"base and other models ({', '.join(_name(m) for m in others)}) are listed apart below each answer and are not counted." if others else "this run has no base models."))
 
-    # 3. tells liberal from conservative steering
+    # 3. tells liberal from conservative steering (one question over the groups: Bonferroni)
     a3 = Answer("Does each model tell liberal from conservative steering?", "")
-    yes = 0
-    for m in has_steer:
-        diffs = [(h, st.mode_contrast(m.id, h)) for h in humans]
-        diffs = [(h, iv) for h, iv in diffs if iv is not None]
-        resolved = [(h, iv) for h, iv in diffs if iv.sign != 0]
+    yes, asked = 0, 0
+    for m in instruct + others:
+        got = calls.tells_apart_call(st, m.id, humans) if humans else None
+        if got is None:
+            continue
+        told, diffs = got
         parts = "; ".join(f"with {_g(h)} {_d(iv)}" for h, iv in diffs)
-        if resolved:
-            yes += 1
-            a3.details.append(f"{_name(m)}: yes — S(liberal-steered) − S(conservative-steered) {parts}.")
+        lvl = f"{100 * (1 - (1 - stats.LEVEL) / max(len(diffs), 1)):.1f}%"
+        text = (f"yes — S(liberal-steered) − S(conservative-steered) {parts} ({lvl} intervals, Bonferroni over {len(diffs)} groups)." if told else
+                f"{UNRESOLVED} — the two steered modes are not told apart (S(liberal-steered) − S(conservative-steered) {parts}; every {lvl} interval contains 0).")
+        if m in instruct:
+            asked += 1
+            yes += told
+            a3.details.append(f"{_name(m)}: {text}")
         else:
-            a3.details.append(f"{_name(m)}: {UNRESOLVED} — the two steered modes are not told apart (S(liberal-steered) − S(conservative-steered) {parts}; every interval contains 0).")
-    a3.verdict = f"{yes} of {len(has_steer)} models with both steered modes tell them apart (an interval of S(liberal-steered) − S(conservative-steered) excludes 0 for some group)." if has_steer else "Not answerable: no model has both liberal- and conservative-steered generations."
+            a3.details.append(f"(not counted) {_name(m)}: {text}")
+    how = ("A 'yes' needs an interval of S(liberal-steered) − S(conservative-steered) to exclude 0 for some group; the intervals are Bonferroni-corrected "
+           "over the groups, so a 'yes' for identical steered modes has at most a 5% chance")
+    if not asked:
+        a3.verdict = "Not answerable: no instruction-tuned model has both liberal- and conservative-steered generations."
+    else:
+        told_n = _quantified({1: yes, 0: asked - yes}, asked, "instruction-tuned model with both steered modes", {1: ("tells them apart", "tell them apart"), 0: (f"is {UNRESOLVED}", f"are {UNRESOLVED}")})
+        a3.verdict = told_n[0].upper() + told_n[1:] + ". " + how + "."
+    a3.details.insert(0, scope)
     answers.append(a3)
 
     # 4. steering raises alignment with the target group; 5. still below the baseline; 6. bias removed?
@@ -441,7 +498,9 @@ def research_questions(view: DimView) -> list[Answer]:
     c5: list[int] = []
     c6: dict[str, int] = {}
     unmatched = []
-    for m in models:
+    for m in instruct + others:
+        counted = m in instruct
+        tag = "" if counted else "(not counted) "
         for md in steered_modes:
             s = f"model:{m.id}:{md}"
             if not any(st.has(s, h) for h in humans):
@@ -450,47 +509,61 @@ def research_questions(view: DimView) -> list[Answer]:
             if target is None:
                 unmatched.append(md)
             else:
-                iv = st.steering(s, target)
-                if iv is not None:
-                    c4.append(iv.sign)
-                    word = {1: "raises it", -1: "lowers it", 0: UNRESOLVED}[iv.sign]
-                    a4.details.append(f"{_name(m)}, {md} steering: S with {_g(target)} changes by {_d(iv)} vs default: {word}.")
-                diff, al = st.vs_baseline(s, target), st.alignment(s, target)
-                if diff is not None and al is not None:
-                    c5.append(diff.sign)
-                    word = {-1: "still below the baseline", 1: "above the baseline", 0: UNRESOLVED}[diff.sign]
-                    a5.details.append(f"{_name(m)}, {md}-steered with {_g(target)}: S = {_s(al)}, difference to the baseline {_d(diff)}: {word}.")
+                got = calls.steering_call(st, s, target)
+                if got is not None:
+                    sign, iv = got
+                    if counted:
+                        c4.append(sign)
+                    word = {1: "raises it", -1: "lowers it", 0: UNRESOLVED}[sign]
+                    a4.details.append(f"{tag}{_name(m)}, {md} steering: S with {_g(target)} changes by {_d(iv)} vs default: {word}.")
+                vb, al = calls.vs_baseline_call(st, s, target), st.alignment(s, target)
+                if vb is not None and al is not None:
+                    sign, diff = vb
+                    if counted:
+                        c5.append(sign)
+                    word = {-1: "still below the baseline", 1: "above the baseline", 0: UNRESOLVED}[sign]
+                    a5.details.append(f"{tag}{_name(m)}, {md}-steered with {_g(target)}: S = {_s(al)}, difference to the baseline {_d(diff)}: {word}.")
             for a, b in pairs:
-                bd, bs, ch = st.bias(f"model:{m.id}:default", a, b), st.bias(s, a, b), st.bias_change(s, a, b)
-                if bs is None or bd is None or ch is None:
+                got6 = calls.bias_change_call(st, s, a, b)
+                if got6 is None:
                     continue
+                key, bd, bs, ch = got6
                 toward = _g(a) if bs.sign > 0 else _g(b)
-                if bs.sign == 0:
-                    word = f"{UNRESOLVED}: no bias is resolved after steering (the interval contains 0)"
-                    key = "unresolved"
-                elif bd.sign == bs.sign:
-                    word = f"no — it keeps the bias toward {toward}"
-                    key = "kept"
-                elif bd.sign == 0:
-                    word = f"no — it is biased toward {toward} after steering (the default bias was not resolved)"
-                    key = "biased"
-                else:
-                    word = f"it reverses the bias, now toward {toward}"
-                    key = "reversed"
-                c6[key] = c6.get(key, 0) + 1
-                a6.details.append(f"{_name(m)}, {md} steering: bias {_d(bs)} (default {_d(bd)}, change {_d(ch)}): {word}.")
+                word = {
+                    calls.UNRESOLVED: f"{UNRESOLVED}: neither the default nor the steered bias is resolved",
+                    calls.KEPT: f"no — it keeps the bias toward {toward}",
+                    calls.REDUCED: f"it reduces the bias but keeps it, toward {toward}",
+                    calls.REMOVED: "yes — it removes the bias (the change is resolved against the default bias, and no bias is resolved after steering)",
+                    calls.REVERSED: f"it reverses the bias, now toward {toward}",
+                    calls.BIASED_AFTER: f"no — it is biased toward {toward} after steering (the default bias was not resolved)",
+                }[key]
+                if bd.sign != 0 and bs.sign == 0 and key == calls.UNRESOLVED:
+                    word = f"{UNRESOLVED}: no bias is resolved after steering, but the change from the default bias is not resolved either"
+                if counted:
+                    c6[key] = c6.get(key, 0) + 1
+                a6.details.append(f"{tag}{_name(m)}, {md} steering: bias {_d(bs)} (default {_d(bd)}, change {_d(ch)}): {word}.")
     if unmatched:
         note = f"No group is named {', '.join(sorted(set(repr(u) for u in unmatched)))}: steering toward it cannot be matched to a target group (the tables show its effect on every group)."
         a4.details.append(note)
         a5.details.append(note)
-    a4.verdict = (f"Steering raises alignment with the target group in {c4.count(1)} of {len(c4)} model–mode cases, lowers it in {c4.count(-1)}, and is {UNRESOLVED} in {c4.count(0)}." if c4 else "Not answerable: no steered mode matches a group.")
-    a5.verdict = (f"{c5.count(-1)} of {len(c5)} steered model–mode cases are still below the baseline with their target group, {c5.count(1)} are above it and {c5.count(0)} are {UNRESOLVED}." if c5 else "Not answerable: no steered mode matches a group.")
+    none_instruct = "Not answerable: no instruction-tuned model has a steered mode that matches a group."
+    a4.verdict = ("Of the instruction-tuned model–mode cases: " + _quantified({k: c4.count(k) for k in (1, -1, 0)}, len(c4), "case", {
+        1: ("raises alignment with the target group", "raise alignment with the target group"), -1: ("lowers it", "lower it"), 0: (f"is {UNRESOLVED}", f"are {UNRESOLVED}")}) + "."
+        if c4 else none_instruct)
+    a5.verdict = ("Of the instruction-tuned steered model–mode cases: " + _quantified({k: c5.count(k) for k in (-1, 1, 0)}, len(c5), "case", {
+        -1: ("is still below the baseline with its target group", "are still below the baseline with their target group"), 1: ("is above it", "are above it"),
+        0: (f"is {UNRESOLVED}", f"are {UNRESOLVED}")}) + "."
+        if c5 else none_instruct)
     if c6:
-        total = sum(c6.values())
-        a6.verdict = (f"Of {total} steered model–mode cases, {c6.get('kept', 0)} keep the default bias, {c6.get('reversed', 0)} reverse it, {c6.get('biased', 0)} are biased only after steering, "
-                      f"and {c6.get('unresolved', 0)} show no resolved bias after steering ({UNRESOLVED} whether it is removed).")
+        total6 = sum(c6.values())
+        a6.verdict = "Of the instruction-tuned steered model–mode cases: " + _quantified(c6, total6, "case", {
+            calls.REMOVED: ("removes the bias", "remove the bias"), calls.REVERSED: ("reverses it", "reverse it"), calls.REDUCED: ("reduces but keeps it", "reduce but keep it"),
+            calls.KEPT: ("keeps the default bias", "keep the default bias"), calls.BIASED_AFTER: ("is biased only after steering", "are biased only after steering"),
+            calls.UNRESOLVED: (f"is {UNRESOLVED}", f"are {UNRESOLVED}")}) + "."
     else:
-        a6.verdict = "Not answerable: no bias of steered generations (needs two groups)."
+        a6.verdict = "Not answerable: no bias of instruction-tuned steered generations (needs two groups and an instruction-tuned model)."
+    for a in (a4, a5, a6):
+        a.details.insert(0, scope)
     answers += [a4, a5, a6]
     return answers
 
@@ -507,7 +580,7 @@ def _fmt(v: float | None, spec: str = ".4f") -> str:
 
 
 def table_alignment(view: DimView) -> tuple[list[str], list[list[str]]]:
-    head = ["subject", "target", "S (mean over topics)", "std over topics", "95% interval", "topics"]
+    head = ["subject", "target", "S (plug-in, mean over topics)", "std over topics", "S (estimate)", "95% interval", "topics"]
     rows = []
     keys = list(view.human_pairs()) + [(f"model:{m.id}:{md}", h) for m in view.models for md in view.modes for h in view.humans]
     for s, t in keys:
@@ -515,12 +588,12 @@ def table_alignment(view: DimView) -> tuple[list[str], list[list[str]]]:
         if ms is None:
             continue
         iv = view.stats.alignment(s, t) if view.stats is not None else None
-        rows.append([s, t, f"{ms[0]:.4f}", f"{ms[1]:.4f}", _ci(iv, 4) if iv else "–", str(ms[2])])
+        rows.append([s, t, f"{ms[0]:.4f}", f"{ms[1]:.4f}", f"{iv.estimate:.4f}" if iv else "–", _ci(iv, 4) if iv else "–", str(ms[2])])
     return head, rows
 
 
 def table_bias(view: DimView) -> tuple[list[str], list[list[str]]]:
-    head = ["model", "kind", "mode", "groups (A | B)", "bias S(A) − S(B)", "95% interval", "permutation p", "call"]
+    head = ["model", "kind", "mode", "groups (A | B)", "bias S(A) − S(B)", "95% interval", "p (null: equidistant)", "call"]
     rows = []
     if view.stats is None:
         return head, rows
@@ -531,7 +604,7 @@ def table_bias(view: DimView) -> tuple[list[str], list[list[str]]]:
                 if iv is None:
                     continue
                 call = {1: f"closer to {_g(a)}", -1: f"closer to {_g(b)}", 0: "not resolved"}[iv.sign]
-                rows.append([m.id, m.kind, md, f"{_g(a)} | {_g(b)}", f"{iv.estimate:+.4f}", _ci(iv, 4), _p(iv, view.stats.permutations, bare=True), call])
+                rows.append([m.id, m.kind, md, f"{_g(a)} | {_g(b)}", f"{iv.estimate:+.4f}", _ci(iv, 4), _p(iv, bare=True), call])
     return head, rows
 
 
@@ -665,14 +738,35 @@ class Section:
 
 METHOD_NOTE = (
     "Alignment S = 1 − Jensen-Shannon distance (base 2) between two affect distributions of a topic, averaged over topics (paper eq. 1). "
-    "Intervals: 95% {interval} bootstrap, {draws} draws, seed {seed}: every subject's texts are resampled with replacement within each topic, "
-    "and every distribution and S is recomputed in the run's mode ({mode}); topic averages, biases and steering effects are bootstrapped jointly. "
-    "Bias p-values: permutation test ({permutations} permutations) of the null hypothesis that, within every topic, the texts of the two groups are exchangeable "
-    "(the group labels of the human texts are shuffled within each topic; the model's generations are held fixed). "
-    "An answer is called only where its 95% interval excludes the opposite; otherwise it is reported as not resolved at this sample size. "
-    "Caveat: S computed from samples is biased downward, most for nearly identical distributions (the human baseline), and bootstrap replicates "
-    "lie lower still, so a percentile interval of a near-1 S can sit below its estimate; comparisons against the baseline are conservative for that reason."
+    "Intervals: 95% {interval_name}, {draws} draws, seed {seed}. {resampling} "
+    "Every distribution and S is recomputed in the run's mode ({mode}); topic averages, differences to the baseline, biases and steering effects are bootstrapped jointly. "
+    "p-values (differences only) invert these intervals: the null hypothesis is the difference = 0 — for a bias, that the model is equidistant from the two groups. "
+    "An answer is called only where its 95% interval excludes the opposite (for 'tells liberal from conservative steering', Bonferroni over the groups); "
+    "otherwise it is reported as not resolved at this sample size. {verified}"
 )
+RESAMPLING_CLUSTERED = ("Resampling is by user on the human side (one Exp(1) weight per user per draw, shared by all the topics the user's tweets are in, "
+                        "so tweets of one user and a tweet in several topics move together) and by text on the model side.")
+RESAMPLING_TEXTS = ("The score tables carry no user ids: every text is resampled as its own cluster (one weight per text per draw, shared by the topics it is in); "
+                    "tweets of one user are treated as independent, which makes human-side intervals too narrow when users post many tweets.")
+VERIFIED = {
+    "bc": ("Why bias-corrected: S from finite samples is biased downward (noise only adds divergence), more for smaller samples; each S is corrected by its bootstrap "
+           "bias estimate on the divergence scale, so an interval contains its estimate and a larger group does not look closer. Verified: on simulated runs with planted truth "
+           "(10–26 topics, 2,000 generations per topic and mode, 1k–100k tweets per group and topic from users with 1–200 tweets, unequal group sizes; 528 runs) the false-call rate "
+           "of every call this report makes was within one Monte Carlo standard error of its nominal rate (2.5% per one-sided call, 5% for 'tells apart'; largest: "
+           "3.2% ± 0.8 for 'closer to the smaller group' with an equidistant model), where the uncorrected percentile interval made 9.8% false 'above the baseline' "
+           "and 15.5% false 'closer to the larger group' calls; see 'Calibration of the report's calls' in benchmarks/RESULTS.md and affalign/calibration.py."),
+    "percentile": ("Warning: the percentile bootstrap is not bias-corrected. S from finite samples is biased downward, so these intervals are shifted, and a model exactly on "
+                   "the baseline, or exactly equidistant between unequal groups, is called above/below the baseline or biased far more often than 2.5% (benchmarks/RESULTS.md); "
+                   "use the default --interval bc for findings."),
+    "basic": ("Basic intervals reflect the percentiles about the plug-in estimate (a first-order bias correction on the S scale); the calibrated default is --interval bc "
+              "(benchmarks/RESULTS.md)."),
+}
+INTERVAL_NAMES = {"bc": "bias-corrected clustered bootstrap interval", "percentile": "percentile clustered bootstrap interval", "basic": "basic clustered bootstrap interval"}
+
+
+def _method_note(params: dict[str, Any], mode: str, clustered: bool) -> str:
+    return METHOD_NOTE.format(interval_name=INTERVAL_NAMES[params["interval"]], draws=params["draws"], seed=params["seed"], mode=mode,
+                              resampling=RESAMPLING_CLUSTERED if clustered else RESAMPLING_TEXTS, verified=VERIFIED[params["interval"]])
 
 
 def _render_html(data: RunData, sections: list[Section], params: dict[str, Any], run_warnings: list[str]) -> str:
@@ -685,17 +779,17 @@ def _render_html(data: RunData, sections: list[Section], params: dict[str, Any],
         ("run", data.uri),
         ("status", doc.get("status", "unknown")),
         ("groups (in order)", ", ".join(data.groups)),
-        ("distribution mode", f"{data.mode}" + (f" (tau = {data.tau})" if data.mode == "threshold" else "")),
+        ("distribution mode", f"{data.mode}" + (f" ({_tau_note(data)})" if data.mode == "threshold" else "")),
         ("topics", f"{len(data.topic_order)} kept" + (f", {len((doc.get('topics') or {}).get('dropped', []))} dropped" if doc.get("topics") else "")),
         ("models", "; ".join(f"{m.id} ({F.KIND_TITLES.get(m.kind, m.kind)}{', ' + m.backend if m.backend else ''})" for m in data.models) or "none (humans only)"),
-        ("bootstrap", f"{params['draws']} draws, {params['permutations']} permutations, seed {params['seed']}, {params['interval']} intervals"),
+        ("bootstrap", f"{params['draws']} draws, seed {params['seed']}, {params['interval']} intervals, " + ("resampled by user" if params["clustered"] else "resampled by text (no user ids)")),
         ("generated", params["generated"]),
     ]
     out += [f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in info]
     out.append("</table>")
     for w in run_warnings:
         out.append(f'<div class="warn">{esc(w)}</div>')
-    out.append(f'<div class="note">{esc(METHOD_NOTE.format(**params, mode=data.mode))}</div>')
+    out.append(f'<div class="note">{esc(_method_note(params, data.mode, params["clustered"]))}</div>')
     out.append("<h2>Contents</h2><ul>")
     for i, sec in enumerate(sections):
         out.append(f'<li><a href="#s{i}">{esc(sec.view.dataset)} — {esc(sec.view.dimension)}</a></li>')
@@ -728,15 +822,15 @@ def _render_md(data: RunData, sections: list[Section], params: dict[str, Any], r
         f"- run: {md_esc(data.uri)}",
         f"- status: {md_esc(doc.get('status', 'unknown'))}",
         f"- groups (in order): {md_esc(', '.join(data.groups))}",
-        f"- distribution mode: {md_esc(data.mode)}" + (f" (tau = {data.tau})" if data.mode == "threshold" else ""),
+        f"- distribution mode: {md_esc(data.mode)}" + (f" ({_tau_note(data)})" if data.mode == "threshold" else ""),
         f"- topics: {len(data.topic_order)} kept",
         f"- models: {md_esc('; '.join(f'{m.id} ({F.KIND_TITLES.get(m.kind, m.kind)})' for m in data.models) or 'none (humans only)')}",
-        f"- bootstrap: {params['draws']} draws, {params['permutations']} permutations, seed {params['seed']}, {params['interval']} intervals",
+        f"- bootstrap: {params['draws']} draws, seed {params['seed']}, {params['interval']} intervals, " + ("resampled by user" if params["clustered"] else "resampled by text (no user ids)"),
         "",
     ]
     for w in run_warnings:
         lines += [f"> **Warning:** {md_esc(w)}", ""]
-    lines += [f"> {md_esc(METHOD_NOTE.format(**params, mode=data.mode))}", ""]
+    lines += ["> " + md_esc(_method_note(params, data.mode, params["clustered"])), ""]
     for sec in sections:
         v = sec.view
         lines += [f"## {md_esc(v.dataset)} — {md_esc(v.dimension)}", ""]
@@ -804,7 +898,9 @@ def _section(v: DimView, data: RunData, topic: str | None) -> Section:
             notes.append(f"The per-topic S recomputed from scores/ differs from alignment.parquet by up to {worst:.2g}: the score tables are not exactly the texts the reduce used.")
         shift = [x for a, b in v.stats.human_pairs() if (x := v.stats.resampling_shift(a, b)) is not None]
         if shift and -min(shift) > 0.001:
-            notes.append(f"Bootstrap replicates of the human baseline lie {(-min(shift)):.4f} below its estimate on average (the downward bias of S from finite samples; see the caveat above).")
+            notes.append(f"Bootstrap replicates of the human baseline lie {(-min(shift)):.4f} below its plug-in estimate on average: the downward bias of S from finite samples"
+                         + (", which the bias-corrected estimates and intervals remove (see the method note)." if v.stats.interval == "bc" else
+                            "; these intervals are not bias-corrected (see the method note)."))
     if not v.has_models():
         notes.append("Humans only: figures (b) steered alignment and (e) bias do not apply; shown are the baseline, the distributions and the heatmap.")
     tables = [("Alignment (mean over topics)", table_alignment(v))]
@@ -824,9 +920,8 @@ def build_report(
     topic: str | None = None,
     draws: int = 1000,
     seed: int = 0,
-    permutations: int | None = None,
     n_grid: Sequence[int] | None = stats.DEFAULT_N_GRID,
-    interval: str = "percentile",
+    interval: str = stats.DEFAULT_INTERVAL,
     s3_endpoint: str | None = None,
     s3_region: str | None = None,
 ) -> dict[str, str]:
@@ -834,19 +929,19 @@ def build_report(
 
     Returns {relative name: full path} of every file written (``report.html``, ``report.md``,
     ``intervals.csv``, ``precision.csv``, ``figures/*.png|svg``). ``topic`` picks the topic of the
-    distribution figures (default: the two most divergent topics); ``draws`` bootstrap draws and
-    ``permutations`` (default: ``draws``) permutations, seeded by ``seed``.
+    distribution figures (default: the two most divergent topics); ``draws`` bootstrap draws, seeded
+    by ``seed``; ``interval``: ``bc`` (bias-corrected, the calibrated default), ``percentile`` or ``basic``.
     """
     from affalign.errors import ConfigError
     from affalign.io import OutputDir
 
     if draws < 2:
         raise ConfigError("--draws must be at least 2")
-    if permutations is not None and permutations < 0:
-        raise ConfigError("--permutations must be >= 0")
+    if interval not in stats.INTERVALS:
+        raise ConfigError(f"--interval must be one of {', '.join(stats.INTERVALS)}")
     t0 = time.perf_counter()
     data = load_run(run_dir, s3_endpoint, s3_region)
-    all_stats = compute_stats(data, draws=draws, seed=seed, permutations=permutations, n_grid=n_grid, interval=interval)
+    all_stats = compute_stats(data, draws=draws, seed=seed, n_grid=n_grid, interval=interval)
     t_stats = time.perf_counter() - t0
     views = _views(data, all_stats)
     if not views:
@@ -868,11 +963,11 @@ def build_report(
             written[f"{f.name}.png"] = f.png
             written[f"{f.name}.svg"] = f.svg
 
-    params = {"draws": draws, "permutations": draws if permutations is None else permutations, "seed": seed, "interval": interval,
+    params = {"draws": draws, "seed": seed, "interval": interval, "clustered": any(st.clustered for st in all_stats.values()),
               "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()) + f" in {time.perf_counter() - t0:.1f}s (statistics {t_stats:.1f}s)"}
     written["report.html"] = _render_html(data, sections, params, run_warnings).encode("utf-8")
     written["report.md"] = _render_md(data, sections, params, run_warnings).encode("utf-8")
-    icols = ["dataset", "dimension", "statistic", "subject", "target", "topic", "estimate", "lo", "hi", "n_topics", "std", "p_value"]
+    icols = ["dataset", "dimension", "statistic", "subject", "target", "topic", "estimate", "lo", "hi", "n_topics", "std", "p_value", "plugin"]
     written["intervals.csv"] = _csv([r for s in sections for r in interval_rows(s.view)], icols)
     pcols = ["dataset", "dimension", "subject", "target", "n", "n_used_mean", "n_topics", "topic_width_median", "average_width"]
     written["precision.csv"] = _csv([{"dataset": s.view.dataset, "dimension": s.view.dimension, **r} for s in sections if s.view.stats is not None for r in s.view.stats.precision()], pcols)

@@ -46,6 +46,7 @@ def make_run_dir(
     dataset: str = "covid",
     mode: str = "mean",
     dims: tuple[str, ...] = tuple(DIMENSIONS),
+    users: int | None = None,
 ) -> Path:
     """A run directory as ``affalign run`` writes it, from planted affect.
 
@@ -94,6 +95,9 @@ def make_run_dir(
         )
 
     human = table(human_rows, "h")
+    if users:  # authors: user i % users of each group, the same users across topics
+        uid = [f"{sub}-u{i % users}" for i, sub in enumerate(human.column("subject").to_pylist())]
+        human = human.append_column(schema.USER_ID, pa.array(uid, pa.string()))
     (root / "scores" / "human").mkdir(parents=True, exist_ok=True)
     pq.write_table(human, root / "scores" / "human" / "part-00000.parquet")
     agg = reduce.Aggregator(tuple(dims), 0.5)
@@ -178,7 +182,8 @@ def test_planted_bias_is_called_with_numbers(full_report):
     run, _ = full_report
     md = (run / "report" / "report.md").read_text(encoding="utf-8")
     # default modes sit near the first group (liberal): the bias must be called, with its interval
-    assert re.search(r"base-lm \(base\): bias S\(liberal\) − S\(conservative\) = \+0\.\d{4} \\\[\+0\.\d{4}, \+0\.\d{4}\\\], permutation p (= [0-9.e-]+|≤ [0-9.e-]+ \(no permutation as extreme\)): closer to liberal", md), md
+    assert re.search(r"base-lm \(base\): bias S\(liberal\) − S\(conservative\) = \+0\.\d{4} \\\[\+0\.\d{4}, \+0\.\d{4}\\\], p (= 0\.0[0-4][0-9.e-]*|≤ [0-9.e-]+ \(no bootstrap replicate on the other side of 0\)) \(null: equidistant\): closer to liberal", md), md
+    assert "Null hypothesis of each p-value: the model is equidistant from the two groups" in md
     rows = (run / "report" / "intervals.csv").read_text().splitlines()
     assert rows[0].startswith("dataset,dimension,statistic")
     assert any(",bias," in r for r in rows) and any(",alignment_topic," in r for r in rows)
@@ -245,7 +250,7 @@ def test_intervals_do_not_depend_on_how_scores_are_partitioned(tmp_path):
 
     def intervals():
         data = load_run(str(run))
-        st = compute_stats(data, draws=50, seed=0, permutations=50, n_grid=None, interval="percentile")[("covid", "emotion")]
+        st = compute_stats(data, draws=50, seed=0, n_grid=None)[("covid", "emotion")]
         return [st.bias(m, "human:liberal", "human:conservative") for m in st.model_subjects] + [st.alignment("human:liberal", "human:conservative")]
 
     before = intervals()
@@ -255,3 +260,56 @@ def test_intervals_do_not_depend_on_how_scores_are_partitioned(tmp_path):
     pq.write_table(shuffled.slice(0, 70), run / "scores" / "human" / "part-00000.parquet")
     pq.write_table(shuffled.slice(70), run / "scores" / "human" / "part-00001.parquet")
     assert intervals() == before
+
+
+def test_wording_scope_and_method_note(full_report):
+    run, _ = full_report
+    md = (run / "report" / "report.md").read_text(encoding="utf-8")
+    assert "Mostly" not in md and not re.search(r"\b0 of \d", md)  # no "Mostly: 0 of N"
+    # steering questions count the instruction-tuned model only; the base model is shown apart
+    assert "Steering questions cover instruction-tuned models only" in md
+    assert "(not counted) base-lm (base)" in md
+    assert re.search(r"\*\*Does each model tell liberal from conservative steering\?\*\* The only instruction-tuned model with both steered modes tells them apart\. A 'yes' needs", md), md
+    assert "Bonferroni" in md
+    # the method note says what was verified, and no longer calls the baseline comparisons conservative
+    assert "bias-corrected" in md and "Verified: on simulated runs with planted truth" in md
+    assert "conservative for that reason" not in md and "permutation" not in md
+    assert "resampled by text (no user ids)" in md  # this fake run has no user_id column
+
+
+def test_quantified_verdicts():
+    from affalign.report.build import _quantified
+
+    words = {-1: ("is below", "are below"), 1: ("is above", "are above"), 0: ("is unresolved", "are unresolved")}
+    assert _quantified({-1: 0, 1: 0, 0: 2}, 2, "comparison", words) == "both comparisons are unresolved"
+    assert _quantified({-1: 1, 1: 0, 0: 1}, 2, "comparison", words) == "1 of 2 comparisons is below; 1 of 2 comparisons is unresolved"
+    assert _quantified({-1: 4}, 4, "comparison", words) == "all 4 comparisons are below"
+    assert _quantified({1: 1}, 1, "comparison", words) == "the only comparison is above"
+
+
+def test_human_side_is_resampled_by_user(tmp_path):
+    from affalign.report import build_report
+    from affalign.report.build import compute_stats, load_run
+
+    run = make_run_dir(tmp_path / "run", topics=("t1", "t2"), n_human=120, n_model=40, models=(("m", "instruct"),), dims=("emotion",), users=15)
+    st = compute_stats(load_run(str(run)), draws=40, seed=0, n_grid=None)[("covid", "emotion")]
+    assert st.clustered
+    assert st.n_clusters[("t1", "human:liberal")] == 15 and st.n_texts[("t1", "human:liberal")] == 120
+    assert st.n_clusters[("t1", "model:m:default")] == 40  # generations: one cluster each
+    build_report(str(run), draws=30, n_grid=None)
+    md = (run / "report" / "report.md").read_text(encoding="utf-8")
+    assert "resampled by user" in md and "Resampling is by user on the human side" in md
+
+
+def test_tells_apart_is_bonferroni_corrected(tmp_path):
+    from affalign.report import calls
+    from affalign.report.build import compute_stats, load_run
+
+    run = make_run_dir(tmp_path / "run", topics=("t1", "t2"), n_human=100, n_model=60, models=(("m", "instruct"),), dims=("emotion",))
+    st = compute_stats(load_run(str(run)), draws=200, seed=0, n_grid=None)[("covid", "emotion")]
+    told, diffs = calls.tells_apart_call(st, "m", st.humans)
+    assert [h for h, _ in diffs] == st.humans
+    for h, iv in diffs:
+        wide = st.mode_contrast("m", h, level=0.975)
+        assert (iv.lo, iv.hi) == (wide.lo, wide.hi) and iv.width > st.mode_contrast("m", h).width
+    assert told == any(iv.sign != 0 for _, iv in diffs)

@@ -64,32 +64,82 @@ def test_threshold_mode_distribution_by_hand():
     np.testing.assert_allclose(stats.normalise_rows(stats.features(scores, "mean").mean(axis=0)), metrics.distribution(scores, "mean"))
 
 
+def test_aggregate_sums_texts_by_cluster_and_topic_by_hand():
+    # user "u" has two texts in t1 and one in t2 (shared cluster across topics), "v" one text in t1
+    agg = stats.aggregate([("t1", np.array([[1.0, 0.0], [0.0, 1.0], [2.0, 2.0]]), np.array(["u", "v", "u"])), ("t2", np.array([[4.0, 1.0]]), np.array(["u"]))])
+    assert agg.topics == ["t1", "t2"] and agg.n_clusters == 2 and agg.n_pairs == 3
+    assert agg.codes[0].tolist() == [0, 1] and agg.codes[1].tolist() == [0]  # "u" is code 0 in both topics
+    assert agg.counts[0].tolist() == [2.0, 1.0] and agg.sums[0].tolist() == [[3.0, 2.0], [0.0, 1.0]]
+    np.testing.assert_allclose(agg.mean(0), [1.0, 1.0])
+    # without ids every row is its own cluster
+    solo = stats.aggregate([("t1", np.ones((3, 2)), None), ("t2", np.ones((2, 2)), None)])
+    assert solo.n_clusters == 5 and solo.n_pairs == 5
+    with pytest.raises(ValueError):
+        stats.aggregate([("t1", np.ones((1, 2)), np.array(["u"])), ("t2", np.ones((1, 2)), None)])
+
+
 def test_resampled_means_have_the_bootstrap_variance():
     rng = np.random.default_rng(1)
     x = (rng.random((400, 1)) < 0.3).astype(float)
-    for exact_max in (10_000, 10):  # exact multinomial resampling, then its normal limit
-        m = stats.resample_means(x, 4000, np.random.default_rng(2), exact_max=exact_max)
+    agg = stats.aggregate([("t", x, None)])
+    for exact_max in (10_000, 10):  # exact (Exp(1) weights), then the normal limit
+        (m,) = stats.resample_agg(agg, 4000, np.random.default_rng(2), exact_max=exact_max)
         assert m.shape == (4000, 1)
         assert m.mean() == pytest.approx(x.mean(), abs=0.003)
         assert m.std() == pytest.approx(x.std() / np.sqrt(400), rel=0.08)
-    a = stats.resample_means(x, 10, np.random.default_rng(5))
-    b = stats.resample_means(x, 10, np.random.default_rng(5))
+    a = stats.resample_agg(agg, 10, np.random.default_rng(5))[0]
+    b = stats.resample_agg(agg, 10, np.random.default_rng(5))[0]
     np.testing.assert_array_equal(a, b)
 
 
-def test_permuted_means_keep_the_pool():
+def test_clustered_resampling_widens_for_users_and_links_topics():
     rng = np.random.default_rng(3)
-    pool = rng.random((30, 4))
-    for exact_max in (10_000, 5):
-        ma, mb = stats.permuted_means(pool, 12, 200, np.random.default_rng(4), exact_max=exact_max)
-        np.testing.assert_allclose(12 * ma + 18 * mb, np.broadcast_to(pool.sum(axis=0), (200, 4)), atol=1e-4)
-        assert ma.mean(axis=0) == pytest.approx(pool.mean(axis=0), abs=0.02)
-    # an exact permutation's mean is the mean of n_a distinct rows: with rows 2**i, the sum has n_a bits set
-    powers = (2.0 ** np.arange(20))[:, None]
-    ma, mb = stats.permuted_means(powers, 12, 50, np.random.default_rng(6))
-    for sum_a in np.rint(ma[:, 0] * 12).astype(np.int64):
-        assert bin(int(sum_a)).count("1") == 12
-    assert len({tuple(r) for r in ma}) > 40
+    users = 200
+    level = rng.random(users)  # every user repeats their own score 10 times: 200 independent values, not 2000
+    x = np.repeat(level, 10)[:, None]
+    ids = np.repeat(np.arange(users), 10)
+    want = level.std() / np.sqrt(users)
+    for exact_max in (10_000, 10):
+        (m,) = stats.resample_agg(stats.aggregate([("t", x, ids)]), 3000, np.random.default_rng(4), exact_max=exact_max)
+        assert m.std() == pytest.approx(want, rel=0.1)
+        (naive,) = stats.resample_agg(stats.aggregate([("t", x, None)]), 3000, np.random.default_rng(4), exact_max=exact_max)
+        assert naive.std() == pytest.approx(want / np.sqrt(10), rel=0.1)
+    # the same tweets in two topics: one weight per cluster, so the topics' resampled means move together
+    y = rng.random((300, 1))
+    tid = np.arange(300)
+    for exact_max in (10_000, 10):
+        m1, m2 = stats.resample_agg(stats.aggregate([("a", y, tid), ("b", y, tid)]), 2000, np.random.default_rng(6), exact_max=exact_max)
+        assert np.corrcoef(m1[:, 0], m2[:, 0])[0, 1] > 0.99
+        i1, i2 = stats.resample_agg(stats.aggregate([("a", y, None), ("b", y, None)]), 2000, np.random.default_rng(6), exact_max=exact_max)
+        assert abs(np.corrcoef(i1[:, 0], i2[:, 0])[0, 1]) < 0.1  # without shared ids: independent
+
+
+def test_bias_correction_and_p_value_by_hand():
+    # D_hat = (1 - 0.9)^2 = 0.01; replicates at S 0.8 and 0.9: D* 0.04 and 0.01, mean 0.025, so b = 0.015;
+    # corrected D = max(0.01 - 0.015, 0) = 0 -> S 1; replicates D* - 0.03 -> (0.01, 0) -> S (0.9, 1.0)
+    est, reps = stats.bias_corrected(0.9, np.array([0.8, 0.9]))
+    assert est == pytest.approx(1.0)
+    np.testing.assert_allclose(reps, [0.9, 1.0])
+    est, reps = stats.bias_corrected(0.8, np.array([0.8, 0.8]))  # no spread: nothing to correct
+    assert est == pytest.approx(0.8) and np.allclose(reps, 0.8)
+    # two-sided test inversion: 1 of 4 replicates <= 0 -> p = 2 (1 + 1) / (1 + 4)
+    assert stats.inversion_p_value(np.array([-1.0, 1.0, 2.0, 3.0])) == pytest.approx(0.8)
+    assert stats.inversion_p_value(np.array([1.0, 2.0, 3.0])) == pytest.approx(0.5)
+    assert stats.inversion_p_value(np.zeros(9)) == 1.0
+
+
+def test_bias_corrected_interval_contains_its_estimate_near_one():
+    # two groups from one population: the plug-in S < 1 and its percentile interval lies below it;
+    # the bias-corrected estimate moves up and sits inside its own interval
+    rng = np.random.default_rng(8)
+    mu = rng.uniform(0.1, 0.6, 11)
+    cells = {(f"t{t}", g): {"emotion": beta_scores(rng, mu, 150)} for t in range(6) for g in (A, B)}
+    pct = stats.analyse(cells, GROUPS, draws=400, seed=0, n_grid=None, interval="percentile")["emotion"].alignment(A, B)
+    bc = stats.analyse(cells, GROUPS, draws=400, seed=0, n_grid=None)["emotion"].alignment(A, B)
+    assert pct.hi < pct.estimate  # the old failure: an interval that excludes its own estimate
+    assert bc.plugin == pytest.approx(pct.estimate) and bc.estimate > bc.plugin
+    assert bc.lo <= bc.estimate <= bc.hi
+    assert bc.hi > 0.99  # the populations are identical: S = 1 is not excluded
 
 
 def _planted(rng, topics=3, n_h=300, n_m=300, gap=0.15, model_at="A"):
@@ -115,7 +165,8 @@ def test_identical_groups_give_s_one_and_a_bias_interval_containing_zero():
     assert st.alignment(A, B).estimate == 1.0
     assert all(iv.estimate == 1.0 for iv in st.per_topic(A, B).values())
     bias = st.bias("model:m:default", A, B)
-    assert bias.estimate == pytest.approx(0.0, abs=1e-12)
+    assert bias.plugin == pytest.approx(0.0, abs=1e-12)  # the same texts on both sides
+    assert bias.estimate == pytest.approx(0.0, abs=bias.width / 4)  # only the two bias estimates' bootstrap noise differs
     assert bias.lo < 0 < bias.hi and bias.sign == 0
     assert bias.p_value > 0.5
 
@@ -131,13 +182,14 @@ def test_planted_difference_between_groups_is_detected():
     assert st_b.bias("model:m:default", A, B).sign == -1
 
 
-def test_permutation_test_holds_its_level_under_the_null():
+def test_bias_test_holds_its_level_for_an_equidistant_model():
+    # A and B from one population, so every model is equidistant from them; unequal group sizes
     rejections = 0
     for rep in range(24):
         rng = np.random.default_rng(100 + rep)
         mu = rng.uniform(0.1, 0.6, 5)
-        cells = {("t", A): {"e": beta_scores(rng, mu, 60)}, ("t", B): {"e": beta_scores(rng, mu, 60)}, ("t", "model:m:default"): {"e": beta_scores(rng, rng.uniform(0.1, 0.6, 5), 60)}}
-        st = stats.analyse(cells, GROUPS, draws=20, permutations=199, seed=rep, n_grid=None)["e"]
+        cells = {("t", A): {"e": beta_scores(rng, mu, 240)}, ("t", B): {"e": beta_scores(rng, mu, 60)}, ("t", "model:m:default"): {"e": beta_scores(rng, rng.uniform(0.1, 0.6, 5), 60)}}
+        st = stats.analyse(cells, GROUPS, draws=200, seed=rep, n_grid=None)["e"]
         rejections += st.bias("model:m:default", A, B).p_value < 0.05
     assert rejections <= 4  # nominal 5% of 24 is 1.2
 
@@ -167,7 +219,8 @@ def test_seeded_determinism_and_content_keyed_streams():
     assert r1.bias("model:m:default", A, B) == r2.bias("model:m:default", A, B)
     assert r1.alignment(A, B) == r2.alignment(A, B)
     assert r1.alignment(A, B).lo != r3.alignment(A, B).lo
-    assert r1.alignment(A, B).estimate == r3.alignment(A, B).estimate
+    assert r1.alignment(A, B).plugin == r3.alignment(A, B).plugin  # the bias-corrected estimate uses the draws; the plug-in does not
+    assert r1.alignment(A, B).estimate == pytest.approx(r3.alignment(A, B).estimate, abs=0.25 * r1.alignment(A, B).width)
     # adding a subject does not change the draws of the others
     more = dict(cells)
     more[("t0", "model:other:default")] = {"emotion": beta_scores(np.random.default_rng(1), np.full(11, 0.3), 80)}
@@ -185,7 +238,7 @@ def test_contrasts_steering_and_point_estimates_match_the_reduce():
     for t in ("t0", "t1"):
         p = metrics.distribution(cells[(t, "model:m:liberal")]["emotion"])
         q = metrics.distribution(cells[(t, A)]["emotion"])
-        assert st.per_topic("model:m:liberal", A)[t].estimate == pytest.approx(metrics.alignment(p, q), abs=1e-12)
+        assert st.per_topic("model:m:liberal", A)[t].plugin == pytest.approx(metrics.alignment(p, q), abs=1e-12)
     steer = st.steering("model:m:liberal", A)
     assert steer.estimate == pytest.approx(st.alignment("model:m:liberal", A).estimate - st.alignment("model:m:default", A).estimate)
     diff = st.mode_contrast("m", A)
@@ -194,7 +247,7 @@ def test_contrasts_steering_and_point_estimates_match_the_reduce():
     assert change.estimate == pytest.approx(st.bias("model:m:conservative", A, B).estimate - st.bias("model:m:default", A, B).estimate)
     assert st.steering("model:m:default", A) is None
     basic = stats.analyse(cells, GROUPS, draws=150, seed=1, n_grid=None, interval="basic")["emotion"].alignment(A, B)
-    pct = st.alignment(A, B)
+    pct = stats.analyse(cells, GROUPS, draws=150, seed=1, n_grid=None, interval="percentile")["emotion"].alignment(A, B)
     assert basic.estimate == pct.estimate
     assert basic.lo == pytest.approx(2 * pct.estimate - pct.hi) and basic.hi == pytest.approx(2 * pct.estimate - pct.lo)
 
@@ -218,4 +271,6 @@ def test_bad_arguments():
     with pytest.raises(ValueError):
         stats.analyse({}, GROUPS, draws=1)
     with pytest.raises(ValueError):
-        stats.resample_means(np.zeros((0, 3)), 5, np.random.default_rng(0))
+        stats.analyse({}, GROUPS, interval="bca")
+    with pytest.raises(ValueError):
+        stats.aggregate([("t", np.zeros((0, 3)), None)])

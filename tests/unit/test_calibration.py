@@ -1,0 +1,71 @@
+"""The report's calls hold their nominal false-call rates on simulated runs with planted truth (CI size).
+
+A small version of ``benchmarks/bench_calibration.py``: fewer and smaller simulated runs, the exact
+resampling path (every subject below ``exact_max``). Each null call's rate must stay below
+``nominal + 3 Monte Carlo s.e.``; the same replicates judged with the old percentile intervals must
+break that bound (so the test can fail, and does on the old method).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from affalign import calibration as C
+
+SMALL = C.Scenario("ci: 16 topics, baseline S 0.97", topics=16, baseline_s=0.97, n_model=400, human_min=500, human_max=2000, effect=0.01, pools=2)
+REPS = 30
+
+
+def _bound(nominal: float, n: int) -> float:
+    return nominal + 3.0 * math.sqrt(nominal * (1.0 - nominal) / n)
+
+
+@pytest.fixture(scope="module")
+def tallies() -> dict[str, C.Tally]:
+    out = {m: C.Tally() for m in ("bc", "percentile")}
+    for rep in range(REPS):
+        got = C.replicate(SMALL, rep, draws=300, methods=tuple(out), seed=7)
+        for m, t in out.items():
+            t.add(got[m])
+    return out
+
+
+def test_planted_truth_is_exact():
+    for pool in range(SMALL.pools):
+        err = C.check_truth(C.planted(SMALL, pool), SMALL)
+        assert max(err.values()) < 1e-9, err
+
+
+def test_simulated_humans_cluster_by_user():
+    aggs, _ = C.simulate(np.random.default_rng(0), SMALL, C.planted(SMALL, 0))
+    lib = aggs[(C.DIM, C.LIB)]
+    texts = sum(lib.n_texts(i) for i in range(len(lib.topics)))
+    assert lib.n_clusters < texts / 2  # users with several tweets
+    assert lib.n_pairs > lib.n_clusters  # some users (and shared tweets) in several topics
+    sizes = [aggs[(C.DIM, C.LIB)].n_texts(i) / aggs[(C.DIM, C.CON)].n_texts(i) for i in range(SMALL.topics)]
+    assert max(sizes) > 1.5  # unequal group sizes
+
+
+def test_every_call_is_at_or_below_its_nominal_rate(tallies):
+    bc = tallies["bc"]
+    for name, _truth, nominal in C.CALLS:
+        if nominal is None:
+            continue
+        rate, _, n = bc.rate(name)
+        assert n >= REPS
+        assert rate <= _bound(nominal, n), (name, rate, n, bc.counts)
+
+
+def test_the_old_percentile_interval_fails_the_same_bound(tallies):
+    old = tallies["percentile"]
+    broken = [name for name, _, nominal in C.CALLS if nominal is not None and old.rate(name)[0] > _bound(nominal, old.rate(name)[2])]
+    assert broken, old.counts  # e.g. a model exactly on the baseline called "above"/"below" it
+
+
+def test_power_at_the_planted_effects(tallies):
+    bc = tallies["bc"]
+    for name in ("power: below the baseline", "power: bias toward the group", "power: steering raises alignment", "power: steered modes told apart"):
+        assert bc.rate(name)[0] >= 0.5, (name, bc.counts[name])
