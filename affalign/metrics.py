@@ -14,7 +14,6 @@ Alignment between two distributions is ``1 - JSD(p, q)`` with the Jensen-Shannon
 from __future__ import annotations
 
 import numpy as np
-from scipy.spatial.distance import jensenshannon
 
 MODES = ("mean", "threshold")
 
@@ -68,7 +67,9 @@ def js_distance(p: np.ndarray, q: np.ndarray) -> float:
 
 def alignment(p: np.ndarray, q: np.ndarray) -> float:
     """Affective alignment S = 1 - Jensen-Shannon distance (base 2) between two distributions."""
-    return 1.0 - float(jensenshannon(normalise(p), normalise(q), base=2))
+    # scipy's jensenshannon takes the square root of a divergence that rounding can leave a hair
+    # below zero (NaN for two identical distributions); js_distance clamps it at zero
+    return 1.0 - js_distance(p, q)
 
 
 def summarise(scores: list[float]) -> tuple[float, float, int]:

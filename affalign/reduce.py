@@ -49,6 +49,8 @@ class Aggregator:
     dimensions: tuple[str, ...]
     tau: float = 0.5
     acc: dict[tuple[str, str, str], _Acc] = field(default_factory=dict)
+    # per-label cuts by dimension (a scorer's own thresholds, e.g. the offline scorer's); else tau
+    label_tau: dict[str, list[float]] = field(default_factory=dict)
     # texts per (topic, subject), scored or not (for the topic threshold)
     members: dict[tuple[str, str], int] = field(default_factory=dict)
 
@@ -88,7 +90,8 @@ class Aggregator:
             fixed = np.rint(m * FIXED_POINT)
             # per-batch float64 sums of integers stay exact below 2**53
             sums = np.stack([np.bincount(c, weights=fixed[:, j], minlength=k) for j in range(m.shape[1])], axis=1).astype(np.int64)
-            above = np.stack([np.bincount(c, weights=(m[:, j] >= self.tau), minlength=k) for j in range(m.shape[1])], axis=1).astype(np.int64)
+            cut = np.broadcast_to(np.asarray(self.label_tau.get(dim, self.tau), np.float64), (m.shape[1],))
+            above = np.stack([np.bincount(c, weights=(m[:, j] >= cut[j]), minlength=k) for j in range(m.shape[1])], axis=1).astype(np.int64)
             for i, name in enumerate(names):
                 if n[i] == 0:
                     continue

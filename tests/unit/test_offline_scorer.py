@@ -60,15 +60,17 @@ def test_normalize_mftc_is_idempotent_on_mftc_style_text():
     assert normalize_mftc(normalize_mftc(TEXTS[1])) == normalize_mftc(TEXTS[1])
 
 
-# ------------------------------------------------------------------------------------- heads file
+# ------------------------------------------------------------------------------------- heads files
 
 
-def test_shipped_heads_file():
-    resource = resources.files("affalign.data.scorers").joinpath(offline.HEADS_RESOURCE)
+@pytest.mark.parametrize("encoder", offline.ENCODERS)
+def test_shipped_heads_files(encoder):
+    name = offline.FAST_RESOURCE if encoder == "fast" else offline.HEADS_RESOURCE
+    resource = resources.files("affalign.data.scorers").joinpath(name)
     assert resource.is_file()
     with resources.as_file(resource) as path:
-        assert path.stat().st_size < 2_000_000
-    heads, meta = load_heads()
+        assert path.stat().st_size < 4_000_000  # the package stays small
+    heads, meta = load_heads(encoder)
     assert meta["encoder"] == offline.ENCODER_NAME
     assert meta["labels"] == {d: list(labels) for d, labels in DIMENSIONS.items()}
     for name in ("emotion", "moral", "emotion_eval", "moral_eval"):
@@ -76,6 +78,10 @@ def test_shipped_heads_file():
         assert head.labels == DIMENSIONS[name.split("_")[0]]
         assert head.in_dim == 384 * len(meta["layers"])
         assert all(w.dtype == np.float32 and b.dtype == np.float32 for w, b in head.layers)
+        cuts = np.asarray(meta["thresholds"][name])
+        assert cuts.shape == (len(head.labels),) and ((cuts > 0) & (cuts < 1)).all()
+    # thresholds are kept apart from the outputs, not folded into them
+    assert "thresholds kept apart" in meta["head"] and "folded into the last bias" not in meta["head"]
 
 
 def test_missing_encoder_package_names_it(monkeypatch):
@@ -84,12 +90,20 @@ def test_missing_encoder_package_names_it(monkeypatch):
         offline.encoder_dir()
 
 
+def test_unknown_encoder_option_is_a_config_error():
+    from affalign.errors import ConfigError
+
+    s = make_scorer(ScorerSpec(scorer="offline", options={"encoder": "turbo"}), ("emotion",))
+    with pytest.raises(ConfigError, match="encoder='turbo'"):
+        s.setup()
+
+
 # ------------------------------------------------------------------------------------- scoring
 
 
-@pytest.fixture(scope="module")
-def scorer():
-    s = make_scorer(ScorerSpec(scorer="offline", batch_size=3, device="cpu"), ("emotion", "moral"))
+@pytest.fixture(scope="module", params=offline.ENCODERS)
+def scorer(request):
+    s = make_scorer(ScorerSpec(scorer="offline", batch_size=3, device="cpu", options={"encoder": request.param}), ("emotion", "moral"))
     assert isinstance(s, OfflineScorer)
     s.setup()
     return s
@@ -98,6 +112,7 @@ def scorer():
 @needs_encoder
 def test_shapes_ranges_and_label_order(scorer):
     out = scorer.score(TEXTS)
+    cuts = scorer.thresholds()
     assert set(out) == {"emotion", "moral"}
     assert out["emotion"].shape == (len(TEXTS), len(EMOTION_LABELS))
     assert out["moral"].shape == (len(TEXTS), len(MORAL_LABELS))
@@ -106,10 +121,11 @@ def test_shapes_ranges_and_label_order(scorer):
         assert np.isfinite(m).all() and (m >= 0).all() and (m <= 1).all()
     emo = {label: out["emotion"][:, j] for j, label in enumerate(EMOTION_LABELS)}
     mor = {label: out["moral"][:, j] for j, label in enumerate(MORAL_LABELS)}
-    # columns are in canonical order: clear-cut texts put their label well above the opposite one
-    assert emo["joy"][0] > 0.5 > emo["anger"][0]
-    assert emo["anger"][1] > 0.5 > emo["joy"][1]
-    assert emo["fear"][5] > 0.5 > emo["joy"][5]
+    t = dict(zip(EMOTION_LABELS, cuts["emotion"], strict=True))
+    # columns are in canonical order: clear-cut texts put their label above its threshold, the opposite below
+    assert emo["joy"][0] >= t["joy"] and emo["anger"][0] < t["anger"]
+    assert emo["anger"][1] >= t["anger"] and emo["joy"][1] < t["joy"]
+    assert emo["fear"][5] >= t["fear"] and emo["joy"][5] < t["joy"]
     assert mor["cheating"][1] > mor["care"][1]
     assert mor["care"][4] > mor["cheating"][4]
     assert scorer.uses_gpu() is False
@@ -135,7 +151,7 @@ def test_deterministic(scorer):
 def test_one_call_for_both_dimensions_equals_separate_calls(scorer):
     both = scorer.score(TEXTS)
     for dim in ("emotion", "moral"):
-        single = make_scorer(ScorerSpec(scorer="offline", batch_size=3, device="cpu"), (dim,))
+        single = make_scorer(ScorerSpec(scorer="offline", batch_size=3, device="cpu", options=dict(scorer.spec.options)), (dim,))
         single.setup()
         out = single.score(TEXTS)
         assert set(out) == {dim}
@@ -150,6 +166,67 @@ def test_batches_restore_input_order(scorer):
     for d in base:
         # other batch compositions pad differently; masked pooling keeps results equal up to float noise
         np.testing.assert_allclose(shuffled[d], base[d][perm], atol=1e-4)
+
+
+@needs_encoder
+def test_reproduces_the_reference_outputs_saved_at_training(scorer):
+    """The shipped file holds the trainer's outputs on fixed texts: inference must give the same."""
+    ref = scorer.meta["reference"]
+    out = scorer.score(ref["texts"])
+    for d in ("emotion", "moral"):
+        np.testing.assert_allclose(out[d], np.asarray(ref[d]), atol=2e-4)
+
+
+@needs_encoder
+def test_fast_student_features_follow_the_teacher():
+    """The static student reproduces MiniLM's features (cosine per layer chunk), so its heads read the
+    same kind of representation; a scrambled table or a wrong projection fails this."""
+    fast = make_scorer(ScorerSpec(scorer="offline", device="cpu", options={"encoder": "fast"}), ("emotion",))
+    exact = make_scorer(ScorerSpec(scorer="offline", device="cpu", options={"encoder": "exact"}), ("emotion",))
+    texts = [t for t in TEXTS if t and len(normalize_mftc(t).split()) > 3]
+    a, b = fast.embed(texts), exact.embed(texts)
+    ca, cb = a.reshape(len(texts), -1, 384), b.reshape(len(texts), -1, 384)
+    cos = (ca * cb).sum(2) / (np.linalg.norm(ca, axis=2) * np.linalg.norm(cb, axis=2))
+    assert cos.mean() > 0.7, cos  # held-out tweets: 0.83 on average
+    # and the student is not the identity of any one text: shuffling texts breaks the match
+    assert (ca[::-1] * cb).sum(2).mean() < cos.mean() - 0.05
+
+
+def test_thresholds_are_the_files_and_cut_the_labels_shown(capsys):
+    from affalign.cli import main
+
+    cuts = offline.thresholds(offline.DEFAULT_ENCODER, ("emotion",))["emotion"]
+    assert cuts.shape == (len(EMOTION_LABELS),) and len(set(cuts.round(3))) > 1  # per label, not one tau
+    assert main(["score", "--dimension", "emotion", TEXTS[0], TEXTS[1]]) == 0
+    for line in capsys.readouterr().out.strip().splitlines():
+        row = __import__("json").loads(line)
+        expect = [lab for lab, t in zip(EMOTION_LABELS, cuts, strict=True) if row["scores"][lab] >= t]
+        assert row["labels"] == expect
+
+
+def test_threshold_mode_uses_the_scorers_per_label_thresholds():
+    """reduce.mode threshold: the Aggregator counts a label where score >= that label's threshold."""
+    import pyarrow as pa
+
+    from affalign import reduce, schema
+    from affalign.scorers.registry import label_thresholds
+
+    cuts = label_thresholds({"emotion": ScorerSpec(scorer="offline"), "moral": ScorerSpec(scorer="lexicon")})
+    assert set(cuts) == {"emotion"}  # the lexicon has none: reduce.tau applies
+    n = len(EMOTION_LABELS)
+    t = np.asarray(cuts["emotion"])
+    just_above, just_below = np.clip(t + 0.01, 0, 1), np.clip(t - 0.01, 0, 1)
+    table = pa.table({
+        schema.SUBJECT: ["s", "s"],
+        schema.TOPICS: [["x"], ["x"]],
+        schema.score_column("emotion"): pa.array([just_above.tolist(), just_below.tolist()], pa.list_(pa.float32(), n)),
+    })
+    agg = reduce.Aggregator(("emotion",), 0.5, label_tau=cuts)
+    agg.add(table)
+    np.testing.assert_array_equal(agg.acc[("x", "s", "emotion")].above, np.ones(n))
+    plain = reduce.Aggregator(("emotion",), 0.5)
+    plain.add(table)
+    np.testing.assert_array_equal(plain.acc[("x", "s", "emotion")].above, (just_above.astype(np.float32) >= 0.5) + (just_below.astype(np.float32) >= 0.5))
 
 
 # ------------------------------------------------------------------------------------- accuracy
@@ -185,29 +262,52 @@ def _f1(y, p):
 
 
 @needs_encoder
+@pytest.mark.parametrize("encoder", offline.ENCODERS)
+def test_outputs_are_calibrated_on_held_out_tweets(shared_dir, encoder):
+    """Unfolded, calibrated heads: on held-out tweets the mean probability of a label is close to its
+    rate among the gold labels, and the mean-mode distribution is close to the gold one (fidelity)."""
+    from affalign.fidelity import fidelity
+
+    s = make_scorer(ScorerSpec(scorer="offline", device="cpu", options={"encoder": encoder, "heads": "eval"}), ("emotion", "moral"))
+    s.setup()
+    texts, y = _semeval_dev(shared_dir)
+    p = s.score(texts[:400])["emotion"]
+    gap = np.abs(p.mean(0) - y[:400].mean(0))
+    assert gap.max() < 0.08, dict(zip(EMOTION_LABELS, gap.round(3), strict=True))
+    assert fidelity(y[:400], p, "mean") >= 0.95
+    texts, y = _mftc(shared_dir, s.meta["metrics"]["moral"]["heldout_corpus"], 1500)
+    p = s.score(texts)["moral"]
+    assert fidelity(y, p, "mean") >= s.meta["metrics"]["moral"]["heldout_first_1500_fidelity"]["mean"] - 0.01
+    assert fidelity(y, p, "mean") >= 0.75  # first 1500 Election tweets; all 5,357: see the metrics
+
+
+@needs_encoder
 @pytest.mark.slow
 def test_held_out_accuracy(scorer, shared_dir):
     """Recompute the documented held-out figures through the scorer's own inference path.
 
     The shipped heads are refitted on everything, so the honest checks use the evaluation heads kept in
-    the same file: ``emotion_eval`` never saw SemEval dev, ``moral_eval`` never saw the held-out MFTC
-    subcorpus. They fail if inference drifts from training (normalisation, pooling, truncation, head
-    loading) or if a retrained head got worse than the SemEval SVM baseline / an all-positive guess.
+    the same file (and their thresholds): ``emotion_eval`` never saw SemEval dev, ``moral_eval`` never
+    saw the held-out MFTC subcorpus. They fail if inference drifts from training (normalisation,
+    pooling, truncation, head loading) or if a retrained head fell below the accuracy goals.
     """
-    heads, meta = load_heads()
+    heads, meta = scorer.heads_all, scorer.meta
     metrics = meta["metrics"]
+    cut = {d: np.asarray(meta["thresholds"][f"{d}_eval"]) for d in ("emotion", "moral")}
 
     texts, y = _semeval_dev(shared_dir)
     x = scorer.embed(texts)
-    held = _jaccard(y, heads["emotion_eval"](x) >= 0.5)
+    held = _jaccard(y, heads["emotion_eval"](x) >= cut["emotion"])
     assert held == pytest.approx(metrics["emotion"]["dev_heldout"]["jaccard"], abs=0.01)
-    assert held >= 0.50  # SemEval E-c SVM baseline: 0.44; best published (test set): 0.60
-    shipped = _jaccard(y, scorer.score(texts)["emotion"] >= 0.5)
-    assert shipped >= metrics["emotion"]["dev_heldout"]["jaccard"] - 0.01  # dev is in its training data
+    # goal 0.55 for the default (exact); the fast student is documented below it (0.533). SemEval E-c SVM
+    # baseline: 0.44; best published (test set): 0.60
+    assert held >= (0.55 if scorer.encoder_kind == "exact" else 0.52)
+    shipped = _jaccard(y, scorer.score(texts)["emotion"] >= scorer.thresholds()["emotion"])
+    assert shipped >= held - 0.01  # dev is in its training data
 
     corpus = metrics["moral"]["heldout_corpus"]
     texts, y = _mftc(shared_dir, corpus, 1500)
-    f1 = _f1(y, heads["moral_eval"](scorer.embed(texts)) >= 0.5)
+    f1 = _f1(y, heads["moral_eval"](scorer.embed(texts)) >= cut["moral"])
     assert f1.mean() == pytest.approx(metrics["moral"]["heldout_first_1500"]["macro_f1"], abs=0.02)
     prevalence = y.mean(0)
     all_positive = (2 * prevalence / (1 + prevalence)).mean()
