@@ -2,10 +2,23 @@
 
 A user's leaning is the mean political bias of the domains of the links they share, over the
 shares whose domain is in a domain -> bias table (bias in [-1, 1]; negative = left/liberal,
-positive = right/conservative). A domain shared k times counts k times. Users with a mean at or
-below ``-threshold`` are ``liberal``, at or above ``+threshold`` ``conservative``; users in the
-neutral zone between, and users with fewer than ``min_domains`` matched shares, are left out
-and counted.
+positive = right/conservative). A domain shared k times counts k times. Users with fewer than
+``min_domains`` matched shares are left out (``too_few_domains``); the others are labelled by one
+of two cut-off rules:
+
+* ``tails`` (the default, after Rao et al. 2021, who keep the two tails of the user-score
+  distribution): the users in the bottom ``tails[0]`` share of the distribution of the eligible
+  users' means are ``liberal``, those in the top ``tails[1]`` share ``conservative`` (default
+  30% and 30%), the middle is ``neutral``. The cut-offs are order statistics: with ``n`` eligible
+  users, ``k = floor(share * n)``; the liberal cut-off is the k-th smallest mean and every user at
+  or below it is liberal, so users with the same mean always get the same label (ties at a
+  cut-off can take the labelled share above ``share``). With ``k = 0`` (fewer than
+  ``1 / share`` eligible users) that tail labels nobody. Should the two cut-offs meet (a tie that
+  spans both), the users on the shared value are neutral. The cut-offs are relative: in a corpus
+  where nearly everyone leans right, the "liberal" tail is the least right-leaning 30%; the
+  values used are recorded (``counts["cutoff"]``, run.json's ``ideology``) so this can be seen.
+* ``threshold``: a fixed cut-off on the mean: at or below ``-threshold`` ``liberal``, at or
+  above ``+threshold`` ``conservative``, the zone between ``neutral``.
 
 Pure pyarrow, no Ray: :func:`user_bias_sums` is a per-batch partial aggregate (exact integer
 sums, so partials from any number of batches combine, in any order, to the same result with
@@ -22,12 +35,14 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -38,6 +53,9 @@ CONSERVATIVE = "conservative"
 NEUTRAL = "neutral"
 TOO_FEW = "too_few_domains"
 EXAMPLE_TABLE = "example"  # the shipped affalign/data/domain_bias_example.csv
+CUTOFFS = ("tails", "threshold")
+DEFAULT_TAILS = (0.3, 0.3)  # Rao et al. 2021: bottom and top 30% of the user-score distribution
+DEFAULT_THRESHOLD = 0.2
 
 # Fixed point for exact, order-independent sums (as in affalign.reduce): bias * 2**24, in int64.
 _SCALE = 1 << 24
@@ -237,11 +255,12 @@ def combine_sums(parts: Iterable[pa.Table]) -> pa.Table:
 class IdeologyResult:
     """``users``: every user with ``mean_bias``, ``n_domains`` and ``status`` (a group label,
     ``neutral`` or ``too_few_domains``); ``groups``: the labelled users (``user_id``, ``group``);
-    ``counts``: users per status, and shares seen and matched."""
+    ``counts``: users per status, shares seen and matched, and ``cutoff``: the rule and the
+    cut-off values used (see :func:`label_users`)."""
 
     users: pa.Table
     groups: pa.Table
-    counts: dict[str, int]
+    counts: dict[str, Any]
 
     def group_of(self) -> dict[str, str]:
         return dict(zip(self.groups.column("user_id").to_pylist(), self.groups.column("group").to_pylist(), strict=True))
@@ -253,10 +272,50 @@ def labelled_groups(users: pa.Table, labels: tuple[str, ...] | list[str] = (LIBE
     return users.filter(labelled).select(["user_id", "status"]).rename_columns(["user_id", "group"])
 
 
-def label_users(sums: pa.Table, threshold: float = 0.2, min_domains: int = 3, labels: tuple[str, str] = (LIBERAL, CONSERVATIVE)) -> IdeologyResult:
-    """Label users from their (combined) sums: mean <= -threshold -> labels[0], >= +threshold -> labels[1]."""
-    if not 0.0 < threshold <= 1.0:
-        raise ConfigError(f"ideology.threshold: must be in (0, 1], got {threshold}")
+def check_cutoff(cutoff: str, threshold: float | None, tails: tuple[float, float] | list[float], where: str = "ideology") -> None:
+    """Raise :class:`ConfigError` naming the key of a bad cut-off setting."""
+    if cutoff not in CUTOFFS:
+        raise ConfigError(f"{where}.cutoff: {cutoff!r} is not one of {', '.join(CUTOFFS)}")
+    if cutoff == "threshold":
+        if threshold is not None and not 0.0 < threshold <= 1.0:
+            raise ConfigError(f"{where}.threshold: must be in (0, 1], got {threshold}")
+        return
+    if threshold is not None:
+        raise ConfigError(f"{where}.threshold: applies to cutoff: threshold, but the cut-off is {cutoff!r}; set {where}.cutoff: threshold to use a fixed threshold")
+    if len(tails) != 2 or not all(0.0 < float(t) <= 0.5 for t in tails):
+        raise ConfigError(f"{where}.tails: need two shares in (0, 0.5] (bottom and top of the user-score distribution), got {list(tails)}")
+
+
+def _tail_cutoffs(fixed_mean: np.ndarray, tails: tuple[float, float]) -> tuple[float | None, float | None]:
+    """(low, high) cut-offs of ``tails`` on the eligible users' means: the k-th smallest and the
+    k-th largest mean, ``k = floor(share * n)``; None where k is 0."""
+    values = np.sort(fixed_mean)
+    n = len(values)
+    # + 1e-9: share * n computed in floating point (0.29 * 100 = 28.999999999999996) must not lose a user
+    k_lo = math.floor(float(tails[0]) * n + 1e-9)
+    k_hi = math.floor(float(tails[1]) * n + 1e-9)
+    low = float(values[k_lo - 1]) if k_lo > 0 else None
+    high = float(values[n - k_hi]) if k_hi > 0 else None
+    return low, high
+
+
+def label_users(
+    sums: pa.Table,
+    threshold: float | None = None,
+    min_domains: int = 3,
+    labels: tuple[str, str] = (LIBERAL, CONSERVATIVE),
+    cutoff: str | None = None,
+    tails: tuple[float, float] = DEFAULT_TAILS,
+) -> IdeologyResult:
+    """Label users from their (combined) sums with the ``tails`` or ``threshold`` cut-off rule.
+
+    ``cutoff`` None means ``threshold`` when a threshold is given, else ``tails`` (the default, see
+    the module docstring). Every label is a function of the exact integer sums alone, so partial
+    sums from any split of the corpus give the same labels (the means are computed once, by the
+    same correctly rounded division, so equal means are equal floats and tie exactly).
+    """
+    cutoff = cutoff or ("threshold" if threshold is not None else "tails")
+    check_cutoff(cutoff, threshold, tails)
     if min_domains < 1:
         raise ConfigError(f"ideology.min_domains: must be >= 1, got {min_domains}")
     if len(labels) != 2 or labels[0] == labels[1]:
@@ -266,10 +325,29 @@ def label_users(sums: pa.Table, threshold: float = 0.2, min_domains: int = 3, la
     enough = pc.greater_equal(n, min_domains)
     mean_fixed = pc.divide(sums.column("bias_sum").cast(pa.float64()), pc.max_element_wise(n, 1).cast(pa.float64()))
     mean = pc.if_else(pc.greater(n, 0), pc.divide(mean_fixed, float(_SCALE)), pa.scalar(None, pa.float64()))
-    # compare in fixed point (exact: sums are integers), so a mean on the threshold is labelled
-    limit = round(threshold * _SCALE)
-    left = pc.less_equal(sums.column("bias_sum"), pc.multiply(n, -limit))
-    right = pc.greater_equal(sums.column("bias_sum"), pc.multiply(n, limit))
+    rule: dict[str, Any]
+    if cutoff == "threshold":
+        threshold = DEFAULT_THRESHOLD if threshold is None else float(threshold)
+        # compare in fixed point (exact: sums are integers), so a mean on the threshold is labelled
+        limit = round(threshold * _SCALE)
+        left = pc.less_equal(sums.column("bias_sum"), pc.multiply(n, -limit))
+        right = pc.greater_equal(sums.column("bias_sum"), pc.multiply(n, limit))
+        rule = {"method": "threshold", "threshold": threshold, f"{labels[0]}_at_or_below": -threshold, f"{labels[1]}_at_or_above": threshold}
+    else:
+        fixed = mean_fixed.to_numpy(zero_copy_only=False)
+        eligible = enough.to_numpy(zero_copy_only=False)
+        low, high = _tail_cutoffs(fixed[eligible], tails)
+        left_np = eligible & (fixed <= low) if low is not None else np.zeros(len(fixed), bool)
+        right_np = eligible & (fixed >= high) if high is not None else np.zeros(len(fixed), bool)
+        both = left_np & right_np  # the two cut-offs meet on a tied value: neither label
+        left, right = pa.array(left_np & ~both), pa.array(right_np & ~both)
+        rule = {
+            "method": "tails",
+            "tails": [float(t) for t in tails],
+            "eligible_users": int(eligible.sum()),
+            f"{labels[0]}_at_or_below": None if low is None else low / _SCALE,
+            f"{labels[1]}_at_or_above": None if high is None else high / _SCALE,
+        }
     status = pc.case_when(
         pc.make_struct(pc.invert(enough), left, right),
         pa.scalar(TOO_FEW),
@@ -279,12 +357,13 @@ def label_users(sums: pa.Table, threshold: float = 0.2, min_domains: int = 3, la
     )
     users = pa.table({"user_id": sums.column("user_id"), "mean_bias": mean, "n_domains": n, "n_shared": sums.column("n_shared"), "status": status})
     groups = labelled_groups(users, labels)
-    counts = {"users": users.num_rows, labels[0]: 0, labels[1]: 0, NEUTRAL: 0, TOO_FEW: 0}
+    counts: dict[str, Any] = {"users": users.num_rows, labels[0]: 0, labels[1]: 0, NEUTRAL: 0, TOO_FEW: 0}
     for value, count in zip(*pc.value_counts(status).flatten(), strict=True):
         counts[value.as_py()] = count.as_py()
     counts["labelled"] = counts[labels[0]] + counts[labels[1]]
     counts["shares"] = int(pc.sum(sums.column("n_shared")).as_py() or 0)
     counts["shares_matched"] = int(pc.sum(n).as_py() or 0)
+    counts["cutoff"] = rule
     return IdeologyResult(users, groups, counts)
 
 
@@ -293,10 +372,12 @@ def user_ideology(
     bias: BiasTable | str | Path = EXAMPLE_TABLE,
     domains_column: str = "urls",
     user_column: str = "user_id",
-    threshold: float = 0.2,
+    threshold: float | None = None,
     min_domains: int = 3,
     labels: tuple[str, str] = (LIBERAL, CONSERVATIVE),
+    cutoff: str | None = None,
+    tails: tuple[float, float] = DEFAULT_TAILS,
 ) -> IdeologyResult:
     """Users' groups from the domains they share, in one call (see the module docstring)."""
     table = bias if isinstance(bias, BiasTable) else load_bias_table(bias)
-    return label_users(user_bias_sums(rows, table, domains_column, user_column), threshold, min_domains, labels)
+    return label_users(user_bias_sums(rows, table, domains_column, user_column), threshold, min_domains, labels, cutoff, tails)

@@ -25,6 +25,14 @@ labels that match nothing (``neutral``, ``non-moral``) are ignored. Canonical la
 are a :class:`ConfigError` naming them, unless ``options: {missing_labels: nan}``, which fills
 those columns with NaN (the reduce skips NaN rows of a dimension, so use it knowingly).
 
+A ``label_map`` that says more than the model's own label names (``LABEL_3: cheating``, or any
+mapping other than what the names match by themselves) is checked at setup against probe sentences
+written for each label (:mod:`affalign.scorers.label_check`): a map whose columns respond to each
+other's probes more than to their own (care and harm swapped) is a :class:`ConfigError`, exit 2.
+``options: {label_map_check: auto | true | false}``: ``auto`` (default) checks such maps, ``true``
+checks every model, ``false`` none. The job also runs the check once on the driver (CPU) before
+any actor starts (:func:`verify_label_map`), so a wrong map stops the run before it reads a tweet.
+
 Outputs are ``sigmoid(logits)`` (multi-label); ``options: {activation: softmax}`` exists for
 single-label models, whose probabilities then sum to one over their labels.
 
@@ -47,6 +55,7 @@ CPU tokenize stage can feed GPU actors.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import os
@@ -311,6 +320,49 @@ def resolve_labels(id2label: dict[Any, str], dimension: str, label_map: dict[str
     return src
 
 
+def label_map_check_mode(options: dict[str, Any] | None, where: str = "scoring") -> str:
+    """``options.label_map_check`` as one of auto, true, false."""
+    value = (options or {}).get("label_map_check", "auto")
+    mode = ("true" if value else "false") if isinstance(value, bool) else str(value).strip().lower()
+    if mode not in ("auto", "true", "false"):
+        raise ConfigError(f"{where}.options.label_map_check: {value!r} is not one of auto, true, false")
+    return mode
+
+
+def label_map_renames(id2label: dict[Any, str], dimension: str, label_map: dict[str, Any] | None, options: dict[str, Any] | None = None) -> bool:
+    """True when ``label_map`` assigns labels the model's own names would not (``LABEL_3: cheating``)."""
+    if not label_map:
+        return False
+    nan_opts = {**(options or {}), "missing_labels": "nan"}
+    try:
+        by_names = resolve_labels(id2label, dimension, None, nan_opts)
+    except ConfigError:
+        return True  # the names alone are ambiguous: the map decides
+    return not np.array_equal(by_names, resolve_labels(id2label, dimension, label_map, nan_opts))
+
+
+def verify_label_map(spec: ScorerSpec, dimension: str) -> Any:
+    """Run the label-map check once in this process (the driver), on CPU, before actors start.
+
+    Returns the :class:`~affalign.scorers.label_check.LabelMapCheck` (None when the spec needs no
+    check); raises :class:`ConfigError` when the map looks wrong.
+    """
+    where = f"scoring.{dimension}"
+    mode = label_map_check_mode(spec.options, where)
+    if mode == "false" or spec.scorer != "hf" or not spec.model:
+        return None
+    if mode == "auto":
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(ensure_model_available(spec.model, f"{where}.model"), local_files_only=True)
+        id2label = getattr(config, "id2label", None) or {i: f"LABEL_{i}" for i in range(int(config.num_labels))}
+        if not label_map_renames(id2label, dimension, spec.label_map, spec.options):
+            return None
+    scorer = HFClassifierScorer(dataclasses.replace(spec, device="cpu", dtype="float32", num_gpus=0), (dimension,))
+    scorer.setup()
+    return scorer.label_check
+
+
 # ---------------------------------------------------------------------------------------------
 # Tokenization
 # ---------------------------------------------------------------------------------------------
@@ -462,6 +514,7 @@ class HFClassifierScorer(AffectScorer):
         self.profile = False
         self.reset_timings()
         self._model = None
+        self.label_check: Any = None  # the label-map check's outcome, when it ran
 
     # -- setup ------------------------------------------------------------------------------
 
@@ -505,6 +558,20 @@ class HFClassifierScorer(AffectScorer):
         self._cuda = self._device.startswith("cuda")
         if self._cuda:
             self._copy_stream = torch.cuda.Stream(device=self._device)
+        mode = label_map_check_mode(self.spec.options, self.where)
+        if mode == "true" or (mode == "auto" and label_map_renames(id2label, self.dimension, self.spec.label_map, self.spec.options)):
+            self._check_label_map()
+
+    def _check_label_map(self) -> None:
+        """Score the probe sentences once and stop on a map that looks permuted (see label_check)."""
+        from affalign.scorers.label_check import check_scorer, enforce
+
+        try:
+            self.label_check = check_scorer(self.score, self.dimension, self.src)
+            enforce(self.label_check, self.where)
+        except BaseException:
+            self._model = None  # a scorer whose map failed the check is not left usable
+            raise
 
     # -- timings ----------------------------------------------------------------------------
 

@@ -140,9 +140,12 @@ class AffectScoreStage(Stage):
     def prefetch(self) -> None:
         """Download (or check) the scorer's model once, on the driver, before actors start."""
         if self.spec.scorer == "hf":
-            from affalign.scorers.hf_classifier import prefetch
+            from affalign.scorers.hf_classifier import prefetch, verify_label_map
 
             prefetch(self.spec, f"scoring.{self.dimensions[0]}.model")
+            # a label map that looks permuted stops the job here, on the driver, as a ConfigError
+            # (exit 2); raised in an actor it would reach the driver as a generic actor failure
+            verify_label_map(self.spec, self.dimensions[0])
 
     def setup(self) -> None:
         from affalign.scorers.registry import make_scorer

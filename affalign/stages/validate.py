@@ -1,4 +1,12 @@
-"""Row validation: marks bad rows with a reason instead of dropping them."""
+"""Row validation: marks bad rows with a reason instead of dropping them.
+
+Retweets are filtered by the input's ``is_retweet`` column. Where a row has no ``is_retweet`` value
+(the column is absent from the file, or empty in that row), the text decides instead: a text that
+starts with ``RT @user`` (Twitter's retweet prefix; case, spaces and the colon may vary:
+``rt @user :``, ``RT@user:``) is filtered as ``retweet`` like a flagged one. Quote tweets have no
+such prefix: without ``is_quote`` they cannot be recognised and are kept.
+:func:`retweet_fallback_counts` counts both cases for ``run.json``.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +18,35 @@ import pyarrow.compute as pc
 
 from affalign import schema
 from affalign.stages.base import Resources, Stage
+
+# "RT @handle" at the start of a text: how Twitter's API wrote a retweet ("RT @user: ..."), and how
+# clients wrote manual ones; RE2 syntax (Arrow's regex engine), matched case-insensitively.
+RT_PREFIX = r"^\s*RT\s*@\w+"
+
+
+def rt_prefix_mask(text: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """True where a text starts with a retweet prefix ``RT @user`` (null text: null)."""
+    return pc.match_substring_regex(text, RT_PREFIX, ignore_case=True)
+
+
+def retweet_mask(batch: pa.Table) -> pa.Array:
+    """``is_retweet`` where it has a value; the text's ``RT @user`` prefix where it has none."""
+    flag = batch.column("is_retweet").combine_chunks()
+    if flag.null_count == 0:
+        return flag
+    return pc.if_else(pc.is_null(flag), rt_prefix_mask(batch.column(schema.TEXT).combine_chunks()), flag)
+
+
+def retweet_fallback_counts(batch: pa.Table) -> dict[str, int]:
+    """Counts for ``run.json`` of a validated table: rows without an ``is_retweet`` / ``is_quote``
+    value, and rows filtered as ``retweet`` because of their text prefix (no ``is_retweet``)."""
+    no_rt = pc.is_null(batch.column("is_retweet"))
+    by_prefix = pc.and_(no_rt, pc.fill_null(pc.equal(batch.column(schema.REASON), "retweet"), False))
+    return {
+        "rows_without_is_retweet": int(pc.sum(no_rt.cast(pa.int64())).as_py() or 0),
+        "rows_without_is_quote": int(pc.sum(pc.is_null(batch.column("is_quote")).cast(pa.int64())).as_py() or 0),
+        "retweets_by_text_prefix": int(pc.sum(by_prefix.cast(pa.int64())).as_py() or 0),
+    }
 
 
 def sampled_mask(ids: pa.Array, fraction: float) -> pa.Array:
@@ -63,7 +100,7 @@ class ValidateStage(Stage):
         if self.groups and self.check_group:
             checks.append(("unknown_group", pc.invert(pc.is_in(group, pa.array(self.groups, pa.string())))))
         if self.drop_retweets:
-            checks.append(("retweet", batch.column("is_retweet")))
+            checks.append(("retweet", retweet_mask(batch)))
         if self.drop_quotes:
             checks.append(("quote", batch.column("is_quote")))
         if self.sample_fraction < 1.0:

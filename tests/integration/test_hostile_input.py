@@ -65,6 +65,7 @@ def test_row_level_problems_are_rejected_and_counted(tmp_path):
         {"tweet_id": 103, "user_id": "u", "text": "\U0001f637\U0001f637\U0001f489", "party": "conservative"},
         {"tweet_id": 104, "user_id": "u", "text": 12345, "party": "liberal"},
         {"tweet_id": 1, "user_id": "u", "text": GOOD, "party": "liberal"},  # duplicate id
+        {"tweet_id": 105, "user_id": "u", "text": "RT @cdc: mask mandate covid", "party": "liberal"},  # retweet, no is_retweet column
     ]
     lines = [json.dumps(r).encode() for r in rows]
     lines.insert(3, b'{"tweet_id": 200, "user_id": "u", "text": "bad \xff utf8", "party": "liberal"}')
@@ -88,3 +89,10 @@ def test_row_level_problems_are_rejected_and_counted(tmp_path):
     assert len(rejects) == doc["rows"]["rejected"] == 6
     assert set(rejects["reason"]) == {"text_too_long", "text_not_string", "invalid_utf8", "unparseable_row", "duplicate_tweet_id"}
     assert any(i["file"].endswith("c.jsonl") and i["rows"] == 0 for i in doc["inputs"])
+    # no is_retweet / is_quote columns anywhere: the "RT @" prefix filtered the retweet, and run.json says so
+    assert by["retweet"] == 1
+    rt = doc["rows"]["retweet_detection"]
+    assert rt["rows_without_is_retweet"] == rt["rows_without_is_quote"] == doc["rows"]["in"]
+    assert rt["retweets_by_text_prefix"] == 1 and "RT @user" in rt["method"]
+    assert "the input has no is_retweet column" in rt["note"] and "no is_quote column" in rt["note"]
+    assert "the input has no is_retweet column" in r.stderr

@@ -58,7 +58,7 @@ def _cfg(path: str, **ideology) -> dict:
     return {
         "name": "ideology",
         "dataset": "covid",
-        "input": {"path": path, "groups": [], "ideology": {"enabled": True, "min_domains": 3, "threshold": 0.3, **ideology}},
+        "input": {"path": path, "groups": [], "ideology": {"enabled": True, "min_domains": 3, "cutoff": "threshold", "threshold": 0.3, **ideology}},
         "min_texts_per_group": 50,
         "scoring": {"emotion": {"scorer": "lexicon"}, "moral": {"scorer": "lexicon"}},
         "report": False,
@@ -108,16 +108,28 @@ def test_groups_are_inferred_from_shared_domains(corpus, ray_local):
     assert set(align["subject"]) | set(align["target"]) == {"human:liberal", "human:conservative"}
 
 
-def test_a_changed_threshold_relabels_and_a_rerun_reuses(corpus, ray_local):
+def test_default_tails_cutoff_labels_by_recorded_cutoffs_and_a_rerun_reuses(corpus, ray_local):
     base, _ = corpus
     out = base / "out2"
-    strict = run_job(config_from_dict(_cfg(str(base / "corpus"), threshold=1.0)), str(out))
-    # with threshold 1.0 only users whose every rated share is -1.0 or +1.0 are labelled:
-    # users who share cnn.com (-0.5) or nypost.com (+0.5) drop out
-    loose = json.loads((base / "out" / "run.json").read_text())["ideology"]
-    assert strict["ideology"]["labelled"] < loose["labelled"]
-    again = run_job(config_from_dict(_cfg(str(base / "corpus"), threshold=1.0)), str(out))
-    assert again["ideology"] == strict["ideology"]
+    cfg = _cfg(str(base / "corpus"), cutoff="tails", threshold=None)
+    del cfg["input"]["ideology"]["cutoff"], cfg["input"]["ideology"]["threshold"]  # the defaults: tails 30% / 30%
+    doc = run_job(config_from_dict(cfg), str(out))
+    counts = doc["ideology"]
+    cut = counts["cutoff"]
+    assert cut["method"] == "tails" and cut["tails"] == [0.3, 0.3]
+    users = pq.read_table(out / "ideology" / "users.parquet").to_pandas()
+    eligible = users[users["n_domains"] >= 3]
+    assert cut["eligible_users"] == len(eligible) > 20
+    # the labels follow the recorded cut-offs exactly; tied users share a label, so a tail holds at least 30%
+    lib = eligible["mean_bias"] <= cut["liberal_at_or_below"]
+    con = eligible["mean_bias"] >= cut["conservative_at_or_above"]
+    assert cut["liberal_at_or_below"] < cut["conservative_at_or_above"]
+    assert (eligible["status"] == "liberal").eq(lib).all() and (eligible["status"] == "conservative").eq(con).all()
+    assert counts["liberal"] == lib.sum() >= int(0.3 * len(eligible))
+    assert counts["conservative"] == con.sum() >= int(0.3 * len(eligible))
+    assert (users[users["n_domains"] < 3]["status"] == "too_few_domains").all()
+    again = run_job(config_from_dict(cfg), str(out))
+    assert again["ideology"] == counts
     assert again["resumed"] == "human pass reused"
     a = pq.read_table(out / "distributions.parquet").to_pandas()
     assert np.isfinite(a["value"]).all()

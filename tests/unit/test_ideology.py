@@ -89,6 +89,7 @@ def test_users_of_known_leaning():
         "labelled": 2,
         "shares": 20,
         "shares_matched": 16,
+        "cutoff": {"method": "threshold", "threshold": 0.2, "liberal_at_or_below": -0.2, "conservative_at_or_above": 0.2},
     }
 
 
@@ -128,7 +129,11 @@ def test_partial_sums_combine_exactly_in_any_order():
     rng.shuffle(parts)
     combined = combine_sums(parts).sort_by("user_id")
     assert combined.equals(whole)
-    assert label_users(combined).users.equals(label_users(whole).users)
+    # the default (tails) and the fixed threshold both label from the exact sums alone
+    tails = label_users(combined)
+    assert tails.counts["cutoff"]["method"] == "tails" and tails.counts["labelled"] > 0
+    assert tails.users.equals(label_users(whole).users)
+    assert label_users(combined, 0.2).users.equals(label_users(whole, 0.2).users)
 
 
 def test_missing_column_and_bad_settings_name_the_key():
@@ -167,3 +172,98 @@ def test_bias_table_errors_name_file_and_line(tmp_path):
     with pytest.raises(ConfigError, match="missing.csv"):
         load_bias_table(tmp_path / "missing.csv")
     assert parse_bias_table("bias,domain\n-1,Left.COM\n").bias == {"left.com": -1.0}
+
+
+# ---------------------------------------------------------------------------------------------
+# Tails of the user-score distribution (the default cut-off, Rao et al. 2021)
+
+
+def sums_of(means: list[float], n_domains: list[int] | None = None) -> pa.Table:
+    """Combined sums of synthetic users u0000.. with the given mean biases (exact in fixed point)."""
+    n = n_domains or [5] * len(means)
+    fixed = [round(m * ideology._SCALE) * k for m, k in zip(means, n, strict=True)]
+    return pa.table({"user_id": [f"u{i:04d}" for i in range(len(means))], "bias_sum": fixed, "n_domains": n, "n_shared": n}, schema=ideology.SUMS_SCHEMA)
+
+
+def status_of(res) -> list[str]:
+    return res.users.sort_by("user_id").column("status").to_pylist()
+
+
+def test_tails_label_the_bottom_and_top_30_percent_of_a_known_distribution():
+    rng = random.Random(11)
+    # 1,000 users with distinct means leaning right on average (a relative cut-off still takes 30% each side)
+    means = [max(-1.0, min(1.0, rng.gauss(0.3, 0.25))) for _ in range(1000)]
+    means = [round(m, 6) + i * 1e-9 for i, m in enumerate(means)]  # distinct
+    # and 200 users below min_domains, who are not part of the distribution
+    means_few = [rng.uniform(-1, 1) for _ in range(200)]
+    sums = sums_of(means + means_few, [5] * 1000 + [2] * 200)
+    res = label_users(sums, min_domains=3)
+    st = status_of(res)
+    assert res.counts["liberal"] == 300 and res.counts["conservative"] == 300
+    assert res.counts["neutral"] == 400 and res.counts["too_few_domains"] == 200
+    order = sorted(range(1000), key=lambda i: means[i])
+    assert {i for i in range(1000) if st[i] == "liberal"} == set(order[:300])
+    assert {i for i in range(1000) if st[i] == "conservative"} == set(order[-300:])
+    assert all(s == "too_few_domains" for s in st[1000:])
+    cut = res.counts["cutoff"]
+    assert cut["method"] == "tails" and cut["tails"] == [0.3, 0.3] and cut["eligible_users"] == 1000
+    assert cut["liberal_at_or_below"] == pytest.approx(means[order[299]], abs=1e-7)
+    assert cut["conservative_at_or_above"] == pytest.approx(means[order[700]], abs=1e-7)
+    # right-leaning corpus: the "liberal" tail is relative, and the recorded cut-off shows it
+    assert cut["liberal_at_or_below"] > -0.2
+
+
+def test_tails_are_configurable_and_asymmetric():
+    means = [i / 100 - 0.5 for i in range(100)]  # 100 distinct means
+    res = label_users(sums_of(means), cutoff="tails", tails=(0.1, 0.25))
+    st = status_of(res)
+    assert st[:10] == ["liberal"] * 10 and st[10] == "neutral"
+    assert st[-25:] == ["conservative"] * 25 and st[-26] == "neutral"
+    # a share * n that is an integer only up to rounding (0.29 * 100 = 28.999999999999996) loses no user
+    assert label_users(sums_of(means), tails=(0.29, 0.29)).counts["liberal"] == 29
+
+
+def test_tails_ties_get_one_label_and_meeting_cutoffs_are_neutral():
+    # 10 users, k = 3 per tail; the 3rd smallest mean (-1) is shared by 4 users: all 4 are liberal
+    means = [-1, -1, -1, -1, 0, 0, 0.5, 0.5, 0.5, 1]
+    st = status_of(label_users(sums_of(means)))
+    assert st == ["liberal"] * 4 + ["neutral"] * 2 + ["conservative"] * 4
+    # equal means from different share counts (1 x -0.5 vs 2 x -0.5) tie exactly
+    res = label_users(sums_of([-0.5, -0.5, 0.0, 0.2, 0.9], [3, 6, 3, 3, 3]), tails=(0.2, 0.2))
+    assert status_of(res) == ["liberal", "liberal", "neutral", "neutral", "conservative"]
+    # everyone on the same mean: both cut-offs meet there, nobody can be told apart
+    res = label_users(sums_of([0.1] * 10))
+    assert res.counts["labelled"] == 0 and res.counts["neutral"] == 10
+    assert res.counts["cutoff"]["liberal_at_or_below"] == res.counts["cutoff"]["conservative_at_or_above"] == pytest.approx(0.1)
+
+
+def test_tails_small_n():
+    # 3 eligible users: floor(0.3 * 3) = 0, so no tail has a user
+    res = label_users(sums_of([-0.9, 0.0, 0.9]))
+    assert res.counts["labelled"] == 0
+    assert res.counts["cutoff"]["liberal_at_or_below"] is None and res.counts["cutoff"]["conservative_at_or_above"] is None
+    # 4 users: one each side
+    assert status_of(label_users(sums_of([-0.9, 0.0, 0.1, 0.9]))) == ["liberal", "neutral", "neutral", "conservative"]
+    # no eligible user at all, and no user at all
+    assert label_users(sums_of([0.5], [1])).counts["too_few_domains"] == 1
+    assert label_users(ideology.SUMS_SCHEMA.empty_table()).counts["users"] == 0
+
+
+def test_cutoff_settings_are_checked():
+    with pytest.raises(ConfigError, match="ideology.cutoff"):
+        label_users(sums_of([0.0]), cutoff="median")
+    with pytest.raises(ConfigError, match="ideology.tails"):
+        label_users(sums_of([0.0]), tails=(0.6, 0.3))
+    with pytest.raises(ConfigError, match="ideology.threshold"):
+        label_users(sums_of([0.0]), 0.2, cutoff="tails")
+    from affalign.config import config_from_dict
+
+    base = {"dataset": "covid", "input": {"path": "x", "ideology": {"enabled": True}}}
+    cfg = config_from_dict(base)
+    assert cfg.input.ideology.cutoff == "tails" and cfg.input.ideology.tails == [0.3, 0.3] and cfg.input.ideology.threshold is None
+    with pytest.raises(ConfigError, match="input.ideology.threshold.*cutoff: threshold"):
+        config_from_dict({**base, "input": {"path": "x", "ideology": {"enabled": True, "threshold": 0.3}}})
+    with pytest.raises(ConfigError, match="input.ideology.tails"):
+        config_from_dict({**base, "input": {"path": "x", "ideology": {"enabled": True, "tails": [0.3]}}})
+    fixed = config_from_dict({**base, "input": {"path": "x", "ideology": {"enabled": True, "cutoff": "threshold", "threshold": 0.3}}})
+    assert fixed.input.ideology.threshold == 0.3

@@ -1,0 +1,1 @@
+"""Probe sentences for the label-map check (affalign.scorers.label_check)."""
