@@ -62,6 +62,18 @@ def _clean_words(words: list[str], matcher: KeywordMatcher) -> list[str]:
     return [w for w in words if not matcher.tag([w])[0]]
 
 
+def _neutral_next_to_keywords(words: list[str], sigs: dict[str, list[str]], matcher: KeywordMatcher) -> list[str]:
+    """Filler words that do not change a signature keyword's topics when written next to it.
+
+    A filler word can complete a phrase of the taxonomy ("masks" + "work" is "masks work"); such a
+    word would give some texts a second topic and make the planted truth inexact.
+    """
+    pairs = [(w, topic, text) for w in words for topic, kws in sigs.items() for kw in kws for text in (f"{kw} {w}", f"{w} {kw}")]
+    tagged = matcher.tag([text for _, _, text in pairs])
+    bad = {w for (w, topic, _), got in zip(pairs, tagged, strict=True) if got != [topic]}
+    return [w for w in words if w not in bad]
+
+
 def signature_keywords(matcher: KeywordMatcher) -> dict[str, list[str]]:
     """For each topic, its keywords that tag that topic and no other."""
     out: dict[str, list[str]] = {}
@@ -102,6 +114,7 @@ def synthesize(spec: SynthSpec, out: str) -> dict:
                 raise ValueError(f"every cue word of {dim}.{label} tags a topic of {tax.dataset}")
     cue_words = {w for per_dim in lex.values() for words in per_dim.values() for w in words}
     filler = [w for w in _clean_words(sorted(set(FILLER)), matcher) if w not in cue_words]
+    filler = _neutral_next_to_keywords(filler, sigs, matcher)
     off_topic = [t for t in OFF_TOPIC if not matcher.tag([t])[0]]
     rates = planted_rates(topics, spec.groups, spec.seed)
     fs, root = filesystem(out)

@@ -10,11 +10,16 @@ A taxonomy file is YAML::
           - name: COVID-19 mask mandates and policies
             keywords: [mask mandate, "#maskmandate", ...]       # match on their own
             context_keywords: [mandate, ...]                    # match only with a context term
+            fallback_keywords: [mask, masks]                    # like context_keywords, and only when no
+                                                                # other topic of the same issue matched
 
 Keywords are matched case-insensitively on word boundaries. A single word ``w`` also matches the
 hashtag ``#w``; a phrase ``a b`` also matches the hashtag ``#ab``. ``context_keywords`` are for
 words that are ambiguous outside the dataset's subject ("mask", "school"): they count only when the
 same text also contains one of the taxonomy's ``context`` terms or one of its strong keywords.
+``fallback_keywords`` are gated the same way and, in addition, count only when the text got no other
+topic of the same issue: a bare "mask" files a tweet under its issue's catch-all topic ("mask usage")
+without adding that topic to tweets whose more specific topic ("mask mandates") was found.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ class Topic:
     issue: str
     keywords: tuple[str, ...]
     context_keywords: tuple[str, ...] = ()
+    fallback_keywords: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -93,7 +99,7 @@ def parse_taxonomy(data: object, source: str) -> Taxonomy:
             where = f"{source}: issues[{i}].topics[{j}]"
             if not isinstance(topic, dict) or not isinstance(topic.get("name"), str):
                 raise ConfigError(f"{where} needs a 'name'")
-            extra = set(topic) - {"name", "keywords", "context_keywords"}
+            extra = set(topic) - {"name", "keywords", "context_keywords", "fallback_keywords"}
             if extra:
                 raise ConfigError(f"{where}: unknown key(s) {sorted(extra)}")
             name = topic["name"]
@@ -102,9 +108,10 @@ def parse_taxonomy(data: object, source: str) -> Taxonomy:
             seen.add(name)
             kws = _as_terms(topic.get("keywords"), f"{where}.keywords")
             ctx = _as_terms(topic.get("context_keywords"), f"{where}.context_keywords")
-            if not kws and not ctx:
+            fb = _as_terms(topic.get("fallback_keywords"), f"{where}.fallback_keywords")
+            if not kws and not ctx and not fb:
                 raise ConfigError(f"{where}: topic {name!r} has no keywords")
-            topics.append(Topic(name=name, issue=issue["name"], keywords=kws, context_keywords=ctx))
+            topics.append(Topic(name=name, issue=issue["name"], keywords=kws, context_keywords=ctx, fallback_keywords=fb))
     if not topics:
         raise ConfigError(f"{source}: no topics")
     context = _as_terms(data.get("context"), f"{source}: context")

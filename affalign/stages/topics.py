@@ -24,7 +24,9 @@ def normalize_texts(texts: pa.Array) -> pa.Array:
     """Lowercase and collapse separators to single spaces, padded with a space on each side."""
     if texts.type != pa.string():
         texts = texts.cast(pa.string())
-    lowered = pc.utf8_lower(texts)
+    # Tweets from the API carry "&" as the HTML entity "&amp;" ("J&amp;J", "church &amp; state");
+    # undo it so such text matches keywords written with "&" (one plain substring pass, no regex).
+    lowered = pc.replace_substring(pc.utf8_lower(texts), "&amp;", "&")
     spaced = pc.replace_substring_regex(lowered, _SEPARATORS, " ")
     return pc.binary_join_element_wise(" ", spaced, " ", "")
 
@@ -57,25 +59,29 @@ class KeywordMatcher:
     def __init__(self, taxonomy: Taxonomy):
         self.taxonomy = taxonomy
         self.topic_names = taxonomy.topic_names
-        # pattern -> [strong topic bits, weak topic bits, is a context term]
+        # pattern -> [strong topic bits, weak topic bits, is a context term, fallback topic bits]
         table: dict[str, list[int]] = {}
         norms = normalize_terms(
-            [kw for t in taxonomy.topics for kw in (*t.keywords, *t.context_keywords)] + list(taxonomy.context)
+            [kw for t in taxonomy.topics for kw in (*t.keywords, *t.context_keywords, *t.fallback_keywords)]
+            + list(taxonomy.context)
         )
         for i, topic in enumerate(taxonomy.topics):
-            for kw in topic.keywords:
-                for p in term_patterns(kw, norms[kw]):
-                    table.setdefault(p, [0, 0, 0])[0] |= 1 << i
-            for kw in topic.context_keywords:
-                for p in term_patterns(kw, norms[kw]):
-                    table.setdefault(p, [0, 0, 0])[1] |= 1 << i
+            for slot, terms in ((0, topic.keywords), (1, topic.context_keywords), (3, topic.fallback_keywords)):
+                for kw in terms:
+                    for p in term_patterns(kw, norms[kw]):
+                        table.setdefault(p, [0, 0, 0, 0])[slot] |= 1 << i
         for kw in taxonomy.context:
             for p in term_patterns(kw, norms[kw]):
-                table.setdefault(p, [0, 0, 0])[2] = 1
+                table.setdefault(p, [0, 0, 0, 0])[2] = 1
         self._automaton = ahocorasick.Automaton()
-        for pattern, (strong, weak, ctx) in table.items():
-            self._automaton.add_word(pattern, (strong, weak, ctx))
+        for pattern, (strong, weak, ctx, fallback) in table.items():
+            self._automaton.add_word(pattern, (strong, weak, ctx, fallback))
         self._automaton.make_automaton()
+        # topic bits of each issue, for fallback keywords (they fill an issue only when it is still empty)
+        issue_bits: dict[str, int] = {}
+        for i, topic in enumerate(taxonomy.topics):
+            issue_bits[topic.issue] = issue_bits.get(topic.issue, 0) | 1 << i
+        self._issue_masks = tuple(issue_bits.values())
         self._names_of_mask: dict[int, list[str]] = {0: []}
         self._names_array = pa.array(self.topic_names, pa.string())
 
@@ -95,13 +101,18 @@ class KeywordMatcher:
             if not text:
                 append(0)
                 continue
-            strong = weak = ctx = 0
-            for _, (s, w, c) in it(text):
+            strong = weak = ctx = fallback = 0
+            for _, (s, w, c, f) in it(text):
                 strong |= s
                 weak |= w
                 ctx |= c
-            if weak and (ctx or strong):
+                fallback |= f
+            if ctx or strong:
                 strong |= weak
+                if fallback:
+                    for issue in self._issue_masks:
+                        if fallback & issue and not strong & issue:
+                            strong |= fallback & issue
             append(strong)
         return out
 

@@ -413,3 +413,63 @@ def test_column_wise_topics_equal_the_per_text_lists():
     assert column.to_pylist() == expected
     assert sum(1 for t in expected if t) > 1_000 and any(len(t) > 1 for t in expected)
     assert matcher.topics_array([]).to_pylist() == []
+
+
+# --- fallback keywords and HTML entities (issue 12) ----------------------------------------------
+
+FALLBACK_DOC = {
+    "dataset": "fb",
+    "context": ["covid"],
+    "issues": [
+        {
+            "name": "Masking",
+            "topics": [
+                {"name": "types", "keywords": ["n95"]},
+                {"name": "usage", "keywords": ["wear a mask"], "fallback_keywords": ["mask", "masks"]},
+                {"name": "mandates", "keywords": ["mask mandate"]},
+            ],
+        },
+        {"name": "Vaccines", "topics": [{"name": "vax", "keywords": ["vaccinated"], "fallback_keywords": ["vaccine"]}]},
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def fb_matcher():
+    return KeywordMatcher(parse_taxonomy(FALLBACK_DOC, "inline"))
+
+
+def test_fallback_keyword_fills_an_issue_with_no_other_topic(fb_matcher):
+    assert tag(fb_matcher, "so many masks everywhere since covid") == ["usage"]
+
+
+def test_fallback_keyword_is_context_gated(fb_matcher):
+    assert tag(fb_matcher, "halloween masks are sold out") == []
+
+
+def test_fallback_keyword_adds_nothing_when_the_issue_already_has_a_topic(fb_matcher):
+    # "mask" next to "n95": the tweet is about mask types, not (also) usage
+    assert tag(fb_matcher, "covid: is an n95 mask better?") == ["types"]
+    assert tag(fb_matcher, "the covid mask mandate ends friday, masks off") == ["mandates"]
+
+
+def test_fallback_is_decided_per_issue(fb_matcher):
+    # a Masking topic found does not stop the Vaccines fallback, and a strong keyword opens the gate
+    assert tag(fb_matcher, "got an n95 and the vaccine") == ["types", "vax"]
+
+
+def test_a_strong_keyword_of_the_same_topic_wins_over_its_fallback(fb_matcher):
+    assert tag(fb_matcher, "wear a mask, masks save lives") == ["usage"]
+
+
+def test_a_topic_may_have_only_fallback_keywords():
+    doc = {"dataset": "x", "context": ["c"], "issues": [{"name": "I", "topics": [{"name": "t", "fallback_keywords": ["w"]}]}]}
+    assert tag(KeywordMatcher(parse_taxonomy(doc, "inline")), "c w") == ["t"]
+
+
+def test_html_escaped_ampersand_matches_keywords_written_with_ampersand():
+    doc = {"dataset": "x", "issues": [{"name": "I", "topics": [{"name": "jj", "keywords": ["J&J vaccine", "church & state"]}]}]}
+    m = KeywordMatcher(parse_taxonomy(doc, "inline"))
+    assert tag(m, "got the J&amp;J vaccine") == ["jj"]
+    assert tag(m, "separation of church &amp; state") == ["jj"]
+    assert tag(m, "got the J&J vaccine") == ["jj"]
