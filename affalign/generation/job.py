@@ -68,11 +68,16 @@ def run_generation(
     cluster_resources: dict[str, float],
     progress: bool = True,
     fs: pafs.FileSystem | None = None,
+    other_pools: int = 0,
+    no_progress_timeout_s: float | None = None,
 ) -> dict[str, Any]:
     """Generate the plan rows not yet stored under ``root``; returns counts.
 
     ``root`` is a local path or a URI (``pyarrow.fs.FileSystem.from_uri``); with ``fs`` given it
     is a path in that filesystem (e.g. ``OutputDir.fs`` and ``OutputDir.root``).
+
+    ``other_pools``: actor pools of other datasets running beside this one (they share the CPUs);
+    ``no_progress_timeout_s``: fail a stalled pass with a clear message (see pipeline.consume).
 
     Counts: ``planned`` (plan rows), ``already_done`` (rows found in the store at the start),
     ``generated`` (rows generated now without error), ``errors`` (rows that failed now; retried
@@ -95,7 +100,9 @@ def run_generation(
 
     import ray.data
 
-    from affalign.stages.base import apply_stage
+    from affalign.pipeline import consume
+    from affalign.progress import Progress
+    from affalign.stages.base import apply_stages
     from affalign.stages.generate import GenerateStage
 
     started = time.monotonic()
@@ -106,21 +113,25 @@ def run_generation(
         rows = rows.sort_by([("dataset", "ascending"), ("topic", "ascending"), ("mode", "ascending"), ("index", "ascending")])
         bs = max(1, int(model.batch_size))
         blocks = [rows.slice(i, bs) for i in range(0, rows.num_rows, bs)]
-        stage = GenerateStage(model, use_gpu=stage_uses_gpu(model, cluster_resources))
-        ds = apply_stage(ray.data.from_arrow(blocks), stage, cluster_resources)
-        done = 0
+        stage = GenerateStage(model, use_gpu=stage_uses_gpu(model, cluster_resources), batches=len(blocks))
+        ds = apply_stages(ray.data.from_arrow(blocks), [stage], cluster_resources, extra_pools=other_pools)
         if progress:
             log.info("generation: model %s: %d rows to generate in %d batches", model.id, rows.num_rows, len(blocks))
+        bar = Progress(f"generation {model.id}", rows.num_rows)
+        bar.quiet = bar.quiet or not progress
+
+        def take(batch: pa.Table, model_id: str = model.id, bar: Progress = bar) -> None:
+            store.write_batch(batch)
+            failed = batch.num_rows - batch.column("error").null_count
+            counts["errors"] += failed
+            counts["generated"] += batch.num_rows - failed
+            if failed:
+                log.warning("generation: model %s: %d rows of a batch failed (retried by the next run)", model_id, failed)
+            bar.update(batch.num_rows)
+
         try:
-            for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-                store.write_batch(batch)
-                failed = batch.num_rows - batch.column("error").null_count
-                counts["errors"] += failed
-                counts["generated"] += batch.num_rows - failed
-                done += batch.num_rows
-                if progress:
-                    rate = done / max(time.monotonic() - started, 1e-9)
-                    log.info("generation: model %s: %d/%d rows (%.1f rows/s)%s", model.id, done, rows.num_rows, rate, f", {failed} failed" if failed else "")
+            with bar:
+                consume(ds, f"generation pass of {model.id}", [stage], cluster_resources, no_progress_timeout_s if no_progress_timeout_s is not None else -1, take)
         except Exception as e:
             message = _load_error(e)
             if message is None:

@@ -45,9 +45,12 @@ class GenerateStage(Stage):
     inputs: ClassVar[tuple[str, ...]] = ("plan_id", "model", "prompt", "row_seed")
     outputs: ClassVar[tuple[str, ...]] = tuple(f.name for f in OUTPUT_FIELDS)
 
-    def __init__(self, model: ModelSpec, use_gpu: bool | None = None):
+    def __init__(self, model: ModelSpec, use_gpu: bool | None = None, batches: int | None = None):
         self.model = model
         self.use_gpu = use_gpu
+        # batches to generate: the pool starts that many replicas at once (at most what fits),
+        # since every replica is busy for the whole pass; None: Ray Data's autoscaling from one
+        self.batches = batches
         self._backend: GenerationBackend | None = None
         self._takes_seeds = False
 
@@ -67,7 +70,9 @@ class GenerateStage(Stage):
             num_gpus=float(self.model.options.get("gpus_per_replica") or 1) if self._gpu() else 0,
             batch_size=self.model.batch_size,
             actor=True,
+            min_actors=max(1, int(self.batches or 1)),
             max_actors=int(max_replicas) if max_replicas else None,
+            tasks_per_actor=1,
         )
 
     def setup(self) -> None:
