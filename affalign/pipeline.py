@@ -26,12 +26,13 @@ import pyarrow.parquet as pq
 
 from affalign import __version__, reduce, schema
 from affalign.config import JobConfig
-from affalign.errors import InputError
+from affalign.errors import AffalignError, InputError
 from affalign.io import InputFile, OutputDir, ReadUnit, filesystem, preflight, read_unit, resolve_inputs
+from affalign.runtime import cluster_info, init_ray
 from affalign.scorers.base import ScorerSpec
-from affalign.stages.base import STAGE_ERROR, Resources, Stage, apply_stage
-from affalign.stages.topics import TopicTagStage
-from affalign.stages.validate import ValidateStage, sampled_mask
+from affalign.stages.base import STAGE_ERROR, Resources, Stage, apply_stage, count_pools
+from affalign.stages.semantic import tagging_key, topic_stage
+from affalign.stages.validate import ValidateStage, retweet_fallback_counts, sampled_mask
 from affalign.taxonomy import load_taxonomy
 
 log = logging.getLogger("affalign")
@@ -100,12 +101,123 @@ class SampleStage(Stage):
         return batch.set_column(batch.schema.get_field_index(schema.REASON), schema.REASON, new)
 
 
+# scorers whose dimensions share one encoder: every dimension costs one more small head, so any
+# dimensions with the same encoder settings are scored in one pass (one encoding of each text)
+SHARED_ENCODER_SCORERS = ("offline",)
+
+
+def _pass_key(spec: ScorerSpec) -> tuple:
+    """What makes two dimensions need separate passes; for a shared-encoder scorer, neither its
+    ``label_map`` (unused) nor its ``batch_size`` (the pass takes the largest) does."""
+    if spec.scorer not in SHARED_ENCODER_SCORERS:
+        return spec.key()
+    return (spec.scorer, spec.model, spec.device, spec.dtype, spec.max_length, spec.num_gpus, tuple(sorted((k, repr(v)) for k, v in spec.options.items())))
+
+
+class WriteStage(Stage):
+    """Writes each batch of the human pass as one part file of the work table; returns its row count.
+
+    The driver consumes only these counts (the progress display, on embedded Ray and on a
+    cluster alike), never the rows. A part file is named by a hash of its rows' (file, row)
+    keys, so a batch retried after a crash overwrites its own file instead of adding a copy;
+    it is published atomically (temp name, then move), so a resumed run reads only whole parts.
+    """
+
+    name = "write"
+    inputs = (schema.SOURCE_FILE, schema.SOURCE_ROW)
+    quarantine = False  # a failed write fails the batch (retried); rows are never marked for it
+
+    def __init__(self, uri: str, rows_dir: str, s3_endpoint: str | None, s3_region: str | None):
+        self.uri = uri
+        self.rows_dir = rows_dir
+        self.s3 = (s3_endpoint, s3_region)
+
+    def setup(self) -> None:
+        self._out = OutputDir(self.uri, *self.s3)
+
+    def resources(self) -> Resources:
+        return Resources(num_cpus=1, batch_size=None)
+
+    def process(self, batch: pa.Table) -> pa.Table:
+        import hashlib
+
+        if batch.num_rows:
+            h = hashlib.sha256()
+            for col in (schema.SOURCE_FILE, schema.SOURCE_ROW):
+                h.update(np.ascontiguousarray(batch.column(col).to_numpy()).astype(np.int64).tobytes())
+            self._out.publish_table(f"{self.rows_dir}/part-{h.hexdigest()[:24]}.parquet", batch)
+        return pa.table({"rows": pa.array([batch.num_rows], pa.int64())})
+
+
+class NoProgressError(AffalignError):
+    """A pass made no progress for ``ray.no_progress_timeout_s``; the message names what it waits for (exit 1)."""
+
+
+def stall_report(pass_name: str, stages: list[Stage], cluster: dict[str, float], timeout_s: float, detail: str = "") -> str:
+    """A clear message for a stalled pass: its stages, what each asks for, what the cluster has free."""
+    from affalign.stages.base import map_batches_kwargs
+
+    try:
+        import ray
+
+        free = {k: v for k, v in ray.available_resources().items() if k in ("CPU", "GPU")}
+    except Exception:  # noqa: BLE001 - the report must not fail on a dead cluster
+        free = {}
+    pools = sum(1 for st in stages if st.resources().actor)
+    lines = [
+        f"the {pass_name} made no progress for {timeout_s:.0f}s (ray.no_progress_timeout_s) and was stopped.",
+        f"Ray cluster: {cluster.get('CPU', 0):g} CPU, {cluster.get('GPU', 0):g} GPU in all; free now: {free.get('CPU', 0):g} CPU, {free.get('GPU', 0):g} GPU.",
+        "Its stages and what one replica of each asks for:",
+    ]
+    waits = []
+    for st in stages:
+        kw = map_batches_kwargs(st, cluster, pools=pools)
+        kind = f"actor pool of {kw['compute'].min_size}-{kw['compute'].max_size}" if "compute" in kw else "tasks"
+        gpus = float(kw.get("num_gpus", 0) or 0)
+        lines.append(f"  - {st.name} ({type(st).__name__}): {kind}, {kw['num_cpus']:g} CPU, {gpus:g} GPU each")
+        if gpus > float(cluster.get("GPU", 0)):
+            waits.append(f"stage {st.name} waits for a GPU ({gpus:g} per actor) that the cluster does not have")
+        elif gpus > free.get("GPU", 0) + 1e-9:
+            waits.append(f"stage {st.name} waits for a free GPU")
+        if kw["num_cpus"] > free.get("CPU", 0) + 1e-9:
+            waits.append(f"stage {st.name} waits for {kw['num_cpus']:g} free CPU")
+    lines.append("Waiting: " + ("; ".join(waits) if waits else "no stage lacks resources: a replica is stuck or far slower than the timeout (a model loading?)"))
+    if detail:
+        lines.append("Ray Data: " + detail.strip())
+    lines.append("Raise ray.no_progress_timeout_s (or -1 to wait forever) if this pass is expected to be this slow.")
+    return "\n".join(lines)
+
+
+def consume(ds: Any, pass_name: str, stages: list[Stage], cluster: dict[str, float], timeout_s: float, on_batch: Any) -> None:
+    """Iterate a dataset's output on the driver, calling ``on_batch(table)``; a stall fails clearly.
+
+    Ray Data's own guard (``DataContext.execution_no_progress_timeout_s``: no block moved through
+    any operator's queues) detects the stall; this turns its error into one naming the stage and
+    the resources it waits for.
+    """
+    from ray.data.exceptions import ExecutionTimeoutError
+
+    ds.context.execution_no_progress_timeout_s = timeout_s if timeout_s and timeout_s > 0 else -1
+    try:
+        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            on_batch(batch)
+    except ExecutionTimeoutError as exc:
+        raise NoProgressError(stall_report(pass_name, stages, cluster, timeout_s, str(exc).split("If this is expected")[0])) from None
+
+
 def scorer_groups(cfg: JobConfig) -> list[tuple[ScorerSpec, tuple[str, ...]]]:
-    """Dimensions that share one scorer spec are scored in one pass."""
+    """Dimensions that share one scorer spec (or one encoder, see ``_pass_key``) are scored in one pass."""
     groups: dict[tuple, tuple[ScorerSpec, list[str]]] = {}
     for dim in cfg.scoring.dimensions:
         spec = cfg.scoring.spec(dim)
-        groups.setdefault(spec.key(), (spec, []))[1].append(dim)
+        key = _pass_key(spec)
+        if key in groups:
+            first, dims = groups[key]
+            if spec.batch_size > first.batch_size:
+                groups[key] = (dataclasses.replace(first, batch_size=spec.batch_size), dims)
+            groups[key][1].append(dim)
+        else:
+            groups[key] = (spec, [dim])
     return [(spec, tuple(dims)) for spec, dims in groups.values()]
 
 
@@ -231,7 +343,8 @@ def work_key(cfg: JobConfig, files: list[InputFile]) -> str:
             "version": __version__,
             "bias_table": _bias_table_digest(cfg),
             "files": [(f.uri, f.size, f.format) for f in files],
-            "taxonomy": [(t.name, t.keywords, t.context_keywords) for t in tax.topics] + [tax.context],
+            "taxonomy": [(t.name, t.keywords, t.context_keywords, t.fallback_keywords) for t in tax.topics] + [tax.context],
+            "tagging": tagging_key(cfg),
             "input": {k: v for k, v in cfg.to_dict()["input"].items() if k != "path"},
             "scoring": cfg.to_dict()["scoring"],
         },
@@ -281,12 +394,19 @@ def ideology_pass(cfg: JobConfig, files: list[InputFile], units: list[ReadUnit],
             stage = DomainSumsStage(files, cfg.input.path, ideo.domains_column, ideo.bias_table, cfg.storage.s3_endpoint, cfg.storage.s3_region)
             ds = apply_stage(ds, stage, cluster)
             pending: list[pa.Table] = [sums]
-            for part in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            from affalign.progress import Progress
+
+            def take(part: pa.Table) -> None:
+                nonlocal pending
                 pending.append(part)
                 if len(pending) >= 16:  # bound the driver's memory: fold partials as they arrive
                     pending = [combine_sums(pending)]
+                bar.update(1)  # one partial per read unit (batch_size 1)
+
+            with Progress("ideology pass", len(items), unit="read units") as bar:
+                consume(ds, "ideology pass", [stage], cluster, cfg.ray.no_progress_timeout_s, take)
             sums = combine_sums(pending)
-        result = label_users(sums, ideo.threshold, ideo.min_domains, tuple(ideo.labels))
+        result = label_users(sums, ideo.threshold, ideo.min_domains, tuple(ideo.labels), ideo.cutoff, tuple(ideo.tails))
         users, counts = result.users, result.counts
         out.publish_table(f"{work}/users.parquet", users)
         out.publish_bytes(f"{work}/counts.json", json.dumps(counts).encode())
@@ -351,11 +471,22 @@ def human_pass(
         ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
         done_ref = ray.put(done) if done else None
         groups_ref = ray.put(user_groups) if user_groups is not None else None
-        _stream_rows(cfg, files, ds, out, cluster, rows_dir, done_ref, groups_ref)
+        # rows known before reading: parquet units know theirs, jsonl/csv ones do not (-1)
+        known = all(u.num_rows >= 0 for u in todo)
+        total = sum(u.num_rows for u in todo) - sum(len(v) for v in done.values()) if known else None
+        _stream_rows(cfg, files, ds, out, cluster, rows_dir, done_ref, groups_ref, total=total)
     out.publish_bytes(f"{rows_dir}/{DONE_MARKER}", b"")
 
 
-def _stream_rows(cfg: JobConfig, files: list[InputFile], ds: Any, out: OutputDir, cluster: dict[str, float], rows_dir: str, done_ref: Any, groups_ref: Any = None) -> None:
+def rows_per_block(total: int | None) -> int:
+    """Rows per block of the scored stream: about 20 progress steps, at least 2,048 rows a block
+    (per-block overhead) and at most 65,536 (work table part files of a few MB)."""
+    if total is None:
+        return 16_384
+    return int(max(2_048, min(65_536, total // 20)))
+
+
+def _stream_rows(cfg: JobConfig, files: list[InputFile], ds: Any, out: OutputDir, cluster: dict[str, float], rows_dir: str, done_ref: Any, groups_ref: Any = None, total: int | None = None) -> None:
     inferred = cfg.input.ideology.enabled
     stages: list[Stage] = [
         ReadStage(files, cfg.input.path, None if inferred else cfg.input.group_column, cfg.storage.s3_endpoint, cfg.storage.s3_region, done_ref),
@@ -365,15 +496,30 @@ def _stream_rows(cfg: JobConfig, files: list[InputFile], ds: Any, out: OutputDir
         from affalign.stages.ideology import UserGroupStage
 
         stages.append(UserGroupStage(groups_ref))
-    stages.append(TopicTagStage(cfg.taxonomy_ref))
+    stages.append(topic_stage(cfg))  # tagging.mode: keywords (TopicTagStage), semantic or hybrid
     if cfg.scoring.sample_fraction < 1.0:
         stages.append(SampleStage(cfg.scoring.sample_fraction))
-    stages += score_stages(cfg, cluster)
+    scoring = score_stages(cfg, cluster)
+    stages += scoring
+    passes = [f"{st.spec.scorer} [{', '.join(st.dimensions)}]" for st in scoring if hasattr(st, "dimensions")]
+    log.info("human pass: %d scoring pass(es)%s", len(passes), ": " + "; ".join(passes) if passes else "")
     for stage in stages:
         if hasattr(stage, "prefetch"):
             stage.prefetch()  # models are fetched once on the driver, not once per actor
-        ds = apply_stage(ds, stage, cluster)
-    ds.write_parquet(out.path(rows_dir), filesystem=out.fs)
+    stages.append(WriteStage(out.uri, rows_dir, cfg.storage.s3_endpoint, cfg.storage.s3_region))
+    # every actor pool of the pass is sized together, so read tasks always keep a CPU
+    pools = count_pools(stages)
+    for stage in stages:
+        if scoring and stage is scoring[0]:
+            # rows stream on in blocks of a bounded size: a read unit (up to 200,000 rows, or a
+            # whole small file) would otherwise reach the scorer, the writer and the progress
+            # display as one block, shown only when the unit is done
+            ds = ds.repartition(target_num_rows_per_block=rows_per_block(total))
+        ds = apply_stage(ds, stage, cluster, pools=pools)
+    from affalign.progress import Progress
+
+    with Progress("human pass", total) as bar:
+        consume(ds, "human pass", stages, cluster, cfg.ray.no_progress_timeout_s, lambda b: bar.update(int(pc.sum(b.column("rows")).as_py() or 0)))
 
 
 def _dup_keys(out: OutputDir, rows_dir: str) -> set[tuple[int, int]]:
@@ -398,16 +544,26 @@ def _dup_keys(out: OutputDir, rows_dir: str) -> set[tuple[int, int]]:
     return set(zip(fi[dup].tolist(), ro[dup].tolist(), strict=True))
 
 
+def reduce_thresholds(cfg: JobConfig) -> dict[str, list[float]]:
+    """Per-label cuts for reduce.mode threshold from scorers that ship them (offline); others use reduce.tau."""
+    from affalign.scorers.registry import label_thresholds
+
+    if not cfg.scoring.enabled:
+        return {}
+    return label_thresholds({d: cfg.scoring.spec(d) for d in cfg.scoring.dimensions})
+
+
 def finalize(cfg: JobConfig, out: OutputDir, state: RunState, rows_dir: str) -> reduce.Aggregator:
     """One pass over the work table: publish rejects and scores, count reasons, aggregate."""
     dups = _dup_keys(out, rows_dir)
-    agg = reduce.Aggregator(tuple(cfg.scoring.dimensions), cfg.reduce.tau)
+    agg = reduce.Aggregator(tuple(cfg.scoring.dimensions), cfg.reduce.tau, label_tau=reduce_thresholds(cfg))
     reasons: dict[str, int] = {}
     errors: dict[str, int] = {}
     rows_in = 0
     group_counts: dict[str, int] = {}
     score_cols = [schema.score_column(d) for d in cfg.scoring.dimensions] if cfg.scoring.enabled else []
     reject_parts, score_parts = 0, 0
+    fallback = {"rows_without_is_retweet": 0, "rows_without_is_quote": 0, "retweets_by_text_prefix": 0}
     out.delete_dir("rejects")
     out.delete_dir("scores/human")
     for path in out.list_files(rows_dir):
@@ -422,6 +578,9 @@ def finalize(cfg: JobConfig, out: OutputDir, state: RunState, rows_dir: str) -> 
             # a duplicate loses any earlier filter reason too: it is not a row of the corpus
             reason = pc.if_else(pc.and_(is_dup, pc.is_in(reason, pa.array(schema.FILTER_REASONS))), pa.scalar("duplicate_tweet_id"), reason)
             t = t.set_column(t.schema.get_field_index(schema.REASON), schema.REASON, reason)
+        if "is_retweet" in t.column_names:
+            for k, v in retweet_fallback_counts(t).items():
+                fallback[k] += v
         for r, c in zip(*pc.value_counts(reason).flatten(), strict=True):
             key = r.as_py() or "kept"
             if key.startswith(STAGE_ERROR):
@@ -448,6 +607,7 @@ def finalize(cfg: JobConfig, out: OutputDir, state: RunState, rows_dir: str) -> 
                     "dataset": pa.array([cfg.dataset] * kept.num_rows, pa.string()),
                     schema.SUBJECT: pc.binary_join_element_wise(pa.scalar("human:"), kept.column(schema.GROUP), ""),
                     schema.TOPICS: kept.column(schema.TOPICS),
+                    **({schema.USER_ID: kept.column(schema.USER_ID)} if schema.USER_ID in kept.column_names else {}),  # report: resample by user
                     **{c: kept.column(c) for c in score_cols},
                 }
             )
@@ -463,7 +623,30 @@ def finalize(cfg: JobConfig, out: OutputDir, state: RunState, rows_dir: str) -> 
         "by_reason": dict(sorted(reasons.items())),
         "kept_by_group": dict(sorted(group_counts.items())),
     }
+    if fallback["rows_without_is_retweet"] or fallback["rows_without_is_quote"]:
+        state.info["rows"]["retweet_detection"] = _retweet_note(cfg, fallback, rows_in)
+        log.warning("input: %s", state.info["rows"]["retweet_detection"]["note"])
     return agg
+
+
+def _retweet_note(cfg: JobConfig, counts: dict[str, int], rows_in: int) -> dict[str, Any]:
+    """run.json's account of rows whose input lacks is_retweet / is_quote (see stages/validate.py)."""
+
+    def which(column: str) -> str:
+        n = counts[f"rows_without_{column}"]
+        return f"the input has no {column} column" if n == rows_in else f"{n} of {rows_in} rows have no {column} value (column absent from their file, or empty)"
+
+    parts = []
+    if counts["rows_without_is_retweet"]:
+        how = (
+            f"retweets were recognised by the text prefix 'RT @user' instead: {counts['retweets_by_text_prefix']} filtered as retweet"
+            if cfg.input.drop_retweets
+            else "input.drop_retweets is false, so they were not looked for"
+        )
+        parts.append(f"{which('is_retweet')}; {how}")
+    if counts["rows_without_is_quote"] and cfg.input.drop_quotes:
+        parts.append(f"{which('is_quote')}: quote tweets there cannot be recognised and were kept")
+    return {**counts, "method": "text prefix 'RT @user'" if cfg.input.drop_retweets else "none", "note": "; ".join(parts)}
 
 
 def run_job(cfg: JobConfig, out_uri: str, address: str | None = None) -> dict[str, Any]:
@@ -493,7 +676,14 @@ def run_job(cfg: JobConfig, out_uri: str, address: str | None = None) -> dict[st
     }
     out.publish_bytes("run.json", json.dumps(doc, indent=1, default=str).encode())
     try:
+        warmup = None
+        if cfg.generation.enabled:
+            from affalign.generation_pipeline import start_model_warmup
+
+            # local GGUF models are converted on the driver while Ray starts and the human pass runs
+            warmup = start_model_warmup(cfg)
         cluster = _init_ray(cfg, address)
+        doc["ray"] = cluster_info()
         keeper = None
         if cfg.generation.budget:
             # one budget for every OpenAI generation replica and LM-judge actor of the job
@@ -524,6 +714,8 @@ def run_job(cfg: JobConfig, out_uri: str, address: str | None = None) -> dict[st
         kept, topic_counts = reduce.kept_topics(agg.members, taxonomy.topic_names, groups, cfg.min_texts_per_group)
         model_subjects: list[str] = []
         with state.timed("generation"):
+            if warmup is not None:
+                warmup.join()  # replicas then load the converted copy instead of converting again
             if cfg.generation.enabled and kept:
                 from affalign.generation_pipeline import run_models
 
@@ -554,6 +746,7 @@ def run_job(cfg: JobConfig, out_uri: str, address: str | None = None) -> dict[st
             },
             outputs={"distributions": "distributions.parquet", "alignment": "alignment.parquet", "summary": "summary.csv", "rejects": "rejects/", "scores": "scores/"},
             timings=state.timings,
+            reduce_thresholds=reduce_thresholds(cfg),
             resumed=state.info.get("resumed"),
             finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         )
@@ -585,8 +778,6 @@ def run_job(cfg: JobConfig, out_uri: str, address: str | None = None) -> dict[st
 
 
 def _init_ray(cfg: JobConfig, address: str | None) -> dict[str, float]:
-    from affalign.runtime import init_ray
-
     return init_ray(address or cfg.ray.address, cfg.ray.num_cpus, cfg.ray.num_gpus)
 
 
