@@ -746,7 +746,7 @@ def run_job(cfg: JobConfig, out_uri: str, address: str | None = None) -> dict[st
             },
             outputs={"distributions": "distributions.parquet", "alignment": "alignment.parquet", "summary": "summary.csv", "rejects": "rejects/", "scores": "scores/"},
             timings=state.timings,
-            reduce_thresholds=reduce_thresholds(cfg),
+            reduce_thresholds=agg.label_tau,  # the cuts finalize aggregated with
             resumed=state.info.get("resumed"),
             finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         )

@@ -48,6 +48,15 @@ class Score:
     def recall(self) -> float | None:
         return self.tp / self.labelled if self.labelled else None
 
+    def count(self, labelled: bool, predicted: bool) -> None:
+        """Add one decision: a true positive, a false positive, a miss, or nothing (true negative)."""
+        if labelled and predicted:
+            self.tp += 1
+        elif predicted:
+            self.fp += 1
+        elif labelled:
+            self.fn += 1
+
 
 @dataclass
 class Report:
@@ -99,29 +108,12 @@ def evaluate(
         gold = {t for t in row["topics"] if t in names}
         pred = set(predicted)
         for t in gold | pred:
-            s = report.topics[t]
-            if t in gold and t in pred:
-                s.tp += 1
-            elif t in pred:
-                s.fp += 1
-            else:
-                s.fn += 1
+            report.topics[t].count(t in gold, t in pred)
         gi = {issue_of[t] for t in gold}
         pi = {issue_of[t] for t in pred}
         for i in gi | pi:
-            s = report.issues[i]
-            if i in gi and i in pi:
-                s.tp += 1
-            elif i in pi:
-                s.fp += 1
-            else:
-                s.fn += 1
-        if gi and pi:
-            report.any_issue.tp += 1
-        elif pi:
-            report.any_issue.fp += 1
-        elif gi:
-            report.any_issue.fn += 1
+            report.issues[i].count(i in gi, i in pi)
+        report.any_issue.count(bool(gi), bool(pi))
         if gold != pred:
             order = taxonomy.topic_names
             report.errors.append((row["id"], row["text"], sorted(gold, key=order.index), sorted(pred, key=order.index)))
