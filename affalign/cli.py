@@ -39,7 +39,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from affalign.config import load_config
-    from affalign.pipeline import run_job
+    from affalign.job import run_job
     from affalign.summary import format_summary
 
     cfg = load_config(args.job, args.set)
@@ -49,7 +49,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_tag(args: argparse.Namespace) -> int:
-    from affalign.stages.topics import KeywordMatcher
+    from affalign.tagging.keywords import KeywordMatcher
     from affalign.taxonomy import load_taxonomy
 
     texts = _texts(args)
@@ -62,7 +62,7 @@ def cmd_tag(args: argparse.Namespace) -> int:
         assert keyword_topics is not None
         topics = keyword_topics
     else:
-        from affalign.stages.semantic import SemanticMatcher, load_semantic, resolve_cuts, tag_texts
+        from affalign.tagging.semantic import SemanticMatcher, load_semantic, resolve_cuts, tag_texts
 
         sem = SemanticMatcher(load_semantic(ref, args.exemplars or ""))
         cut, hybrid_cut = resolve_cuts(sem.sem, args.cut, args.hybrid_cut)
@@ -140,7 +140,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     import io
 
     from affalign.compare import compare_scorers, format_rows
-    from affalign.io import OutputDir
+    from affalign.rundir import RunDir
     from affalign.scorers.base import ScorerSpec
 
     a = ScorerSpec(scorer=args.a, model=args.a_model) if args.a else None
@@ -151,7 +151,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
     writer.writeheader()
     writer.writerows(rows)
-    OutputDir(args.run_dir).publish_bytes("scorer_agreement.csv", buf.getvalue().encode())
+    RunDir(args.run_dir).publish_bytes("scorer_agreement.csv", buf.getvalue().encode())
     print(f"written: {args.run_dir.rstrip('/')}/scorer_agreement.csv")
     return 0
 
@@ -238,13 +238,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    from affalign.runtime import configure_console
+    from affalign.runtime.cluster import configure_console
 
     configure_console(verbose=args.verbose, quiet=args.quiet and not args.verbose, filter_core=True)
     try:
         return _dispatch(args)
     finally:
-        from affalign.runtime import stop_filter
+        from affalign.runtime.cluster import stop_filter
 
         stop_filter()  # what is still in the stderr filter reaches the console before exit
 
@@ -256,7 +256,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"affalign: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence
-        from affalign.pipeline import unwrap_error
+        from affalign.errors import unwrap_error
 
         inner = unwrap_error(exc)
         if isinstance(inner, AffalignError):

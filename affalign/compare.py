@@ -12,8 +12,8 @@ from scipy import stats
 
 from affalign import schema
 from affalign.errors import InputError
-from affalign.io import OutputDir
 from affalign.reduce import score_matrix
+from affalign.rundir import RunDir
 from affalign.schema import DIMENSIONS
 from affalign.scorers.base import ScorerSpec
 from affalign.scorers.registry import make_scorer
@@ -25,7 +25,7 @@ def sample_texts(run_dir: str, n: int, seed: int = 0) -> pa.Table:
     Two passes over the work table, so memory holds the sample, not the corpus: the first reads
     only the ``reason`` column to count kept rows per part, the second reads the chosen rows.
     """
-    out = OutputDir(run_dir)
+    out = RunDir(run_dir)
     try:
         rows_dir = json.loads(out.read_bytes("run.json"))["work"]
     except (OSError, KeyError, ValueError) as exc:

@@ -17,8 +17,12 @@ from typing import Any
 
 import yaml
 
+from affalign.backends.base import ModelSpec
+from affalign.backends.models import resolve_model
 from affalign.errors import ConfigError
+from affalign.schema import PROMPT_MODES
 from affalign.scorers.base import ScorerSpec
+from affalign.scorers.registry import check_scorer_options
 
 
 @dataclass
@@ -78,7 +82,7 @@ class ScoringConfig:
 
 @dataclass
 class TaggingConfig:
-    """How tweets get their topics (see affalign.stages.semantic).
+    """How tweets get their topics (see affalign.tagging.semantic).
 
     ``keywords`` is the paper's keyword tagging; ``semantic`` assigns the topics whose description or
     exemplar sentences are nearest to the tweet in MiniLM space (cosine >= ``cut``); ``hybrid`` adds to
@@ -103,18 +107,53 @@ class ReduceConfig:
 
 
 @dataclass
+class BudgetConfig:
+    """One spending limit for the whole job (OpenAI generation and LM-judge scorers draw on it).
+
+    Limits left unset are not enforced (spending is still counted); ``prices`` (``{model: {input,
+    output}}`` in $ per 1K tokens) add to or override the shipped table.
+    """
+
+    max_requests: int | None = None
+    max_tokens: int | None = None
+    max_dollars: float | None = None
+    prices: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def enabled(self) -> bool:
+        return any(v is not None for v in (self.max_requests, self.max_tokens, self.max_dollars))
+
+    def limits(self) -> dict[str, Any]:
+        """The mapping a :class:`~affalign.backends.budget.Budget` is built from."""
+        out: dict[str, Any] = {k: v for k, v in (("max_requests", self.max_requests), ("max_tokens", self.max_tokens), ("max_dollars", self.max_dollars)) if v is not None}
+        if self.prices:
+            out["prices"] = dict(self.prices)
+        return out
+
+
+@dataclass
 class GenerationConfig:
     """LM responses per topic (paper §3.1, Table 3)."""
 
     enabled: bool = False
-    models: list[Any] = field(default_factory=list)  # registry names, hub ids/dirs, or mappings
-    modes: list[str] = field(default_factory=lambda: ["default", "liberal", "conservative"])
+    # registry names, hub ids/dirs/.gguf files, or mappings (affalign.backends.models)
+    models: list[str | dict[str, Any]] = field(default_factory=list)
+    modes: list[str] = field(default_factory=lambda: [*PROMPT_MODES])
     n_responses: int = 2000
     seed: int = 0
     # Generate only for these topics (default: every kept topic).
     topics: list[str] = field(default_factory=list)
     max_topics: int = 0  # 0: no limit; else the kept topics with most tweets first
-    budget: dict[str, Any] = field(default_factory=dict)  # max_requests, max_tokens, max_dollars
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+
+    def model_specs(self) -> list[ModelSpec]:
+        """The models as typed specs: registry defaults, entry and params layered and checked."""
+        specs = [resolve_model(entry) for entry in self.models]
+        ids = [m.id for m in specs]
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        if dup:
+            raise ConfigError(f"generation.models: model id(s) {dup} appear more than once")
+        return specs
 
 
 @dataclass
@@ -124,7 +163,6 @@ class RayConfig:
     address: str | None = None
     num_cpus: int | None = None
     num_gpus: int | None = None
-    read_parallelism: int | None = None
     # A pass that moves no data for this long fails with a message naming the stage and the
     # resources it waits for (instead of hanging); -1 waits forever. Generous: a model download
     # or load counts as no progress.
@@ -284,7 +322,7 @@ def validate(cfg: JobConfig, source: str) -> JobConfig:
     if cfg.tagging.batch_size < 1:
         raise bad("tagging.batch_size", "must be >= 1")
     if cfg.tagging.mode != "keywords":
-        from affalign.stages.semantic import check_tagging
+        from affalign.tagging.semantic import check_tagging
 
         check_tagging(cfg.taxonomy_ref, cfg.tagging.exemplars, f"{source}: tagging")
     if not 0.0 <= cfg.reduce.tau <= 1.0:
@@ -294,9 +332,13 @@ def validate(cfg: JobConfig, source: str) -> JobConfig:
     for dim in cfg.scoring.dimensions:
         if dim not in DIMENSIONS:
             raise bad("scoring.dimensions", f"{dim!r} is not one of {', '.join(DIMENSIONS)}")
+        try:
+            check_scorer_options(cfg.scoring.spec(dim), f"scoring.{dim}")
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from exc
     for mode in cfg.generation.modes:
-        if mode not in ("default", "liberal", "conservative"):
-            raise bad("generation.modes", f"{mode!r} is not one of default, liberal, conservative")
+        if mode not in PROMPT_MODES:
+            raise bad("generation.modes", f"{mode!r} is not one of {', '.join(PROMPT_MODES)}")
     ideo = cfg.input.ideology
     if ideo.enabled:
         from affalign.ideology import check_cutoff
@@ -311,13 +353,18 @@ def validate(cfg: JobConfig, source: str) -> JobConfig:
             raise bad("input.ideology.labels", "needs two distinct group names")
         if cfg.input.groups and sorted(cfg.input.groups) != sorted(ideo.labels):
             raise bad("input.groups", f"with input.ideology the groups are its labels {ideo.labels}; leave input.groups empty or equal to them")
-    if cfg.generation.budget:
-        from affalign.backends.budget import Budget
-
+    budget = cfg.generation.budget
+    for key in ("max_requests", "max_tokens", "max_dollars"):
+        value = getattr(budget, key)
+        if value is not None and value < 0:
+            raise bad(f"generation.budget.{key}", f"must be >= 0, not {value!r}")
+    if budget.prices and not budget.enabled:
+        raise bad("generation.budget.prices", "prices without a limit (max_requests, max_tokens or max_dollars) do nothing")
+    if cfg.generation.enabled:
         try:
-            Budget.from_config({k: v for k, v in cfg.generation.budget.items() if k != "name"})
-        except (ConfigError, TypeError, ValueError) as exc:
-            raise bad("generation.budget", str(exc)) from exc
+            cfg.generation.model_specs()
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from exc
     if cfg.generation.n_responses < 1:
         raise bad("generation.n_responses", "must be >= 1")
     return cfg

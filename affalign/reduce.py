@@ -199,7 +199,7 @@ def summary_rows(align: pa.Table, groups: list[str]) -> list[dict]:
     for (d, dim, s, t), by_topic in sorted(per.items()):
         add(d, dim, s, t, "alignment", list(by_topic.values()))
     humans = [schema.human_subject(g) for g in groups]
-    subjects = sorted({k[2] for k in per if k[2].startswith("model:")})
+    subjects = sorted({k[2] for k in per if schema.is_model_subject(k[2])})
     datasets_dims = sorted({(k[0], k[1]) for k in per})
     for d, dim in datasets_dims:
         for s in subjects:
@@ -208,10 +208,10 @@ def summary_rows(align: pa.Table, groups: list[str]) -> list[dict]:
                 common = sorted(set(sa) & set(sb))
                 if common:
                     add(d, dim, s, f"{a}|{b}", "bias", [sa[t] - sb[t] for t in common])
-            model_id, _, mode = s[len("model:") :].rpartition(":")
+            model_id, mode = schema.parse_model_subject(s)
             if mode == "default":
                 continue
-            default = f"model:{model_id}:default"
+            default = schema.model_subject(model_id, "default")
             for h in humans:
                 steered, base = per.get((d, dim, s, h), {}), per.get((d, dim, default, h), {})
                 common = sorted(set(steered) & set(base))

@@ -20,10 +20,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from affalign.io import filesystem
+from affalign.rundir import filesystem
 from affalign.schema import DIMENSIONS
 from affalign.scorers.lexicon import load_lexicon
-from affalign.stages.topics import KeywordMatcher
+from affalign.tagging.keywords import KeywordMatcher
 from affalign.taxonomy import load_taxonomy
 
 FILLER = (

@@ -1,7 +1,7 @@
 """Why a text got each of its topics: the keyword, phrase, context gate or exemplar behind it.
 
 For ``affalign tag --explain``, so users can audit a taxonomy (their own or a built-in one). The topics
-themselves always come from the taggers (:class:`affalign.stages.topics.KeywordMatcher`, the semantic
+themselves always come from the taggers (:class:`affalign.tagging.keywords.KeywordMatcher`, the semantic
 matcher); this module only finds the evidence, following the keyword rules:
 
 * a ``keywords`` term matches on its own;
@@ -20,7 +20,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from affalign.stages.topics import normalize_terms, normalize_texts, term_patterns
+from affalign.tagging.keywords import normalize_terms, normalize_texts, term_patterns
 from affalign.taxonomy import Taxonomy
 
 

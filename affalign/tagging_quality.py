@@ -131,7 +131,7 @@ def has_subject_word(taxonomy: Taxonomy, texts: Sequence[str]) -> list[bool]:
     import ahocorasick
     import pyarrow as pa
 
-    from affalign.stages.topics import normalize_terms, normalize_texts, term_patterns
+    from affalign.tagging.keywords import normalize_terms, normalize_texts, term_patterns
 
     terms = [*taxonomy.context, *(kw for t in taxonomy.topics for kw in t.keywords)]
     norms = normalize_terms(terms)

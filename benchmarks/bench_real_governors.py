@@ -67,7 +67,7 @@ def job_config(corpus: Path, min_texts: int, tagging_mode: str = "keywords", rep
 
 def run(corpus: Path, out: Path, min_texts: int, encoder: str | None = None) -> dict[str, Any]:
     from affalign.config import config_from_dict
-    from affalign.pipeline import run_job
+    from affalign.job import run_job
 
     cfg = config_from_dict(job_config(corpus, min_texts, encoder=encoder), "bench_real_governors")
     t0 = time.perf_counter()

@@ -220,13 +220,10 @@ def run_no_ray(spec: ScorerSpec, texts: list[str]) -> dict:
 
 
 def _apply(ds, stage, cluster):
-    """``affalign.stages.base.apply_stage`` with ``ray_remote_args`` passed as named options
-    (Ray 2.60 rejects the nested dict in ``map_batches``)."""
-    from affalign.stages.base import _ActorAdapter, map_batches_kwargs
+    """The shipped Ray Data adapter, so the benchmark measures the job's own path."""
+    from affalign.runtime.adapter import apply_stage
 
-    kw = map_batches_kwargs(stage, cluster)
-    kw.update(kw.pop("ray_remote_args", None) or {})
-    return ds.map_batches(_ActorAdapter if stage.resources().actor else stage, **kw)
+    return apply_stage(ds, stage, cluster)
 
 
 def run_ray(spec: ScorerSpec, texts: list[str], args) -> dict:

@@ -45,7 +45,8 @@ import pyarrow.parquet as pq  # noqa: E402
 from provenance import git_commit  # noqa: E402  (benchmarks/ is the script directory)
 
 from affalign import schema  # noqa: E402
-from affalign.stages.topics import KeywordMatcher, TopicTagStage, normalize_texts  # noqa: E402
+from affalign.stages.topics import TopicTagStage  # noqa: E402
+from affalign.tagging.keywords import KeywordMatcher, normalize_texts  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "RESULTS.md"
 SECTION = "## Tagging and end-to-end pipeline (bench_tagging.py, bench_pipeline.py)"
@@ -242,7 +243,7 @@ def through_ray(parts: list[pa.Table], num_cpus: int, repeat: int) -> dict[str, 
     import ray
     import ray.data
 
-    from affalign.stages.base import apply_stage
+    from affalign.runtime.adapter import apply_stage
 
     ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
     try:

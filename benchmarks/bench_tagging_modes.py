@@ -49,7 +49,7 @@ def _micro(scores) -> tuple[float | None, float | None, int]:
 
 
 def quality(split: str) -> tuple[list[str], dict]:
-    from affalign.stages.semantic import load_semantic, tag_texts
+    from affalign.tagging.semantic import load_semantic, tag_texts
     from affalign.tagging_quality import evaluate, load_rows
     from affalign.taxonomy import load_taxonomy
 
@@ -79,7 +79,7 @@ SWEEP = (0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75)
 
 def hybrid_sweep(split: str) -> list[str]:
     """Hybrid at other cuts on the same split: is there a cut where it beats keywords on both P and R?"""
-    from affalign.stages.semantic import assign, cached_semantic_matcher, keyword_bits
+    from affalign.tagging.semantic import assign, cached_semantic_matcher, keyword_bits
     from affalign.tagging_quality import evaluate, load_rows
     from affalign.taxonomy import load_taxonomy
 
@@ -105,7 +105,7 @@ def throughput(rows_path: Path) -> dict[str, dict]:
     import ray
 
     from affalign.config import config_from_dict
-    from affalign.pipeline import run_job
+    from affalign.job import run_job
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)

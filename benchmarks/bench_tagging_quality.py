@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO))
 
 from provenance import git_commit  # noqa: E402  (benchmarks/ is the script directory)
 
-from affalign.stages.topics import KeywordMatcher  # noqa: E402
+from affalign.tagging.keywords import KeywordMatcher  # noqa: E402
 from affalign.tagging_quality import Report, evaluate, format_table, has_subject_word, load_rows  # noqa: E402
 from affalign.taxonomy import load_taxonomy  # noqa: E402
 

@@ -24,7 +24,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from affalign.stages.semantic import SemanticMatcher, gate_similarities, keyword_bits, load_semantic  # noqa: E402
+from affalign.tagging.semantic import SemanticMatcher, gate_similarities, keyword_bits, load_semantic  # noqa: E402
 from affalign.tagging_quality import load_rows  # noqa: E402
 from affalign.taxonomy import load_taxonomy  # noqa: E402
 

@@ -57,6 +57,17 @@ if ! "$PY" -c "import ray, ahocorasick" >/dev/null 2>&1; then
   "$PY" -m pip install -q --no-index --no-deps --no-compile --target "$SITE" .devcarry/*.whl
   export PYTHONPATH="$SITE:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 fi
+# transformers older than affalign's floor (or no accelerate): the newer wheels `make gpu-pack` carried
+if ! "$PY" -c "import accelerate, transformers; from affalign.backends.hf import check_transformers; check_transformers()" >/dev/null 2>&1; then
+  if ls .devcarry/newer/*.whl >/dev/null 2>&1; then
+    SITE="${GPU_CHECK_SITE:-/tmp/affalign-site}"
+    mkdir -p "$SITE"
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --upgrade --target "$SITE" .devcarry/newer/*.whl
+    export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
+  else
+    echo "gpu-check: this Python's transformers/accelerate are older than affalign needs and .devcarry/newer/ is empty: run 'make gpu-pack'" >&2
+  fi
+fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 AFFALIGN=("$PY" -m affalign.cli)
 

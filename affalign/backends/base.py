@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from affalign.errors import ConfigError
+from affalign.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -45,13 +45,26 @@ class ModelSpec:
     options: dict[str, Any] = field(default_factory=dict)
 
 
+# model options read by the job itself, whatever the backend (generation pass and placement):
+# replicas, GPUs per replica, throttling, CPU consent, size hint; the rest are set by affalign
+JOB_MODEL_OPTIONS = frozenset({"gpus_per_replica", "max_replicas", "batch_delay_s", "allow_cpu", "params_b", "budget", "path_ref", "auto_batch_size"})
+
+
 class GenerationBackend:
-    """Turns prompts into generations. ``setup`` loads the model once per actor."""
+    """Turns prompts into generations. ``setup`` loads the model once per actor.
+
+    ``option_keys``: the ``ModelSpec.options`` the backend reads; with ``JOB_MODEL_OPTIONS`` they
+    are all a model entry may set (checked when the config loads).
+    """
 
     name = "base"
+    option_keys: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, model: ModelSpec):
         self.model = model
+
+    def prefetch(self) -> None:  # noqa: B027 - optional hook
+        """Fetch what ``setup`` will load (a hub download), on the driver, once, before replicas start."""
 
     def setup(self) -> None:
         """Load the model or open the client."""
@@ -63,16 +76,17 @@ class GenerationBackend:
         return False
 
 
-BACKENDS: dict[str, str] = {
-    "hf": "affalign.backends.hf:HFBackend",
-    "openai": "affalign.backends.openai_api:OpenAIBackend",
-}
+BACKENDS: Registry[GenerationBackend] = Registry(
+    "backend",
+    GenerationBackend,
+    {"hf": "affalign.backends.hf:HFBackend", "openai": "affalign.backends.openai_api:OpenAIBackend"},
+    where="generation.models",
+    plugins=False,
+)
 
 
 def make_backend(model: ModelSpec) -> GenerationBackend:
     """Build (not set up) the backend a model spec names; imports it lazily."""
-    target = BACKENDS.get(model.backend)
-    if target is None:
-        raise ConfigError(f"model {model.id!r}: unknown backend {model.backend!r}; choose one of {sorted(BACKENDS)}")
-    module_name, cls_name = target.split(":")
-    return getattr(importlib.import_module(module_name), cls_name)(model)
+    if model.backend not in BACKENDS:
+        raise ConfigError(f"model {model.id!r}: unknown backend {model.backend!r}; choose one of {BACKENDS.names()}")
+    return BACKENDS.load(model.backend)(model)

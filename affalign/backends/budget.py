@@ -326,25 +326,7 @@ def shared_budget(name: str, **config: Any) -> Budget:
         return budget
 
 
-def budget_from_options(value: Any) -> Budget | None:
-    """A backend's ``options["budget"]``: a Budget, a shared budget's name, or a limits mapping.
-
-    A mapping with a ``name`` is the shared budget of that name; without one, a private budget.
-    """
-    if value is None or isinstance(value, Budget):
-        return value
-    if isinstance(value, str):
-        with _SHARED_LOCK:
-            budget = _SHARED.get(value)
-        if budget is None:
-            raise ConfigError(f"no shared budget named {value!r}; create it with shared_budget({value!r}, ...)")
-        return budget
-    if isinstance(value, dict) and "keeper" in value:
-        from affalign.backends.budget_keeper import RemoteBudget
-
-        return RemoteBudget(str(value["keeper"]))  # type: ignore[return-value]  (same interface)
-    if isinstance(value, dict):
-        config = dict(value)
-        name = config.pop("name", None)
-        return shared_budget(str(name), **config) if name else Budget.from_config(config)
-    raise ConfigError(f"options.budget: give a mapping of limits or a shared budget's name, not {type(value).__name__}")
+def find_shared_budget(name: str) -> Budget | None:
+    """The process-wide budget called ``name``, if one was created."""
+    with _SHARED_LOCK:
+        return _SHARED.get(name)

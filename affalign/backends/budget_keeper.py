@@ -11,8 +11,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from affalign.backends.budget import Budget, Reservation
-from affalign.errors import BudgetExceeded
+from affalign.backends.budget import Budget, Reservation, find_shared_budget, shared_budget
+from affalign.errors import BudgetExceeded, ConfigError
 
 
 class _Keeper:
@@ -100,3 +100,24 @@ class RemoteBudget:
 
     def __repr__(self) -> str:
         return f"RemoteBudget({self.name!r})"
+
+
+def budget_from_options(value: Any) -> Budget | None:
+    """A backend's ``options["budget"]``: a Budget, a shared budget's name, or a limits mapping.
+
+    A mapping with a ``name`` is the shared budget of that name; without one, a private budget.
+    """
+    if value is None or isinstance(value, Budget):
+        return value
+    if isinstance(value, str):
+        budget = find_shared_budget(value)
+        if budget is None:
+            raise ConfigError(f"no shared budget named {value!r}; create it with shared_budget({value!r}, ...)")
+        return budget
+    if isinstance(value, dict) and "keeper" in value:
+        return RemoteBudget(str(value["keeper"]))  # type: ignore[return-value]  (same interface)
+    if isinstance(value, dict):
+        config = dict(value)
+        name = config.pop("name", None)
+        return shared_budget(str(name), **config) if name else Budget.from_config(config)
+    raise ConfigError(f"options.budget: give a mapping of limits or a shared budget's name, not {type(value).__name__}")

@@ -3,6 +3,9 @@
 Model options (``ModelSpec.options``; all optional):
 
 ``device``               ``auto`` (CUDA when available, else CPU) | ``cpu`` | ``cuda`` | ``cuda:N``
+                         (in a Ray GPU actor ``cuda:N`` must be a GPU Ray assigned it; see
+                         :func:`affalign.devices.resolve_device`). On CUDA the weights load straight
+                         onto the GPU (``device_map``, :func:`affalign.devices.load_kwargs`).
 ``device_map``           passed to ``from_pretrained`` (``auto`` shards a model over the visible GPUs;
                          needs the ``accelerate`` package)
 ``revision``             hub revision (also part of the plan's content key)
@@ -19,6 +22,10 @@ Model options (``ModelSpec.options``; all optional):
 ``chat_template``        wrap prompts of instruct models in the tokenizer's chat template (default true)
 ``prompt_format``        a ``{prompt}`` format string used instead of a chat template (Dolly, Vicuna)
 ``stop_tokens``          extra tokens that end a response like EOS (Dolly's ``### End``)
+``auto_batch_size``      on CUDA, rows per batch from the GPU memory free after loading instead of
+                         ``batch_size`` (:func:`affalign.devices.generation_batch_size`); set by
+                         :mod:`affalign.backends.models` when neither the job nor the registry
+                         gives a batch size
 ``top_k``                top-k before top-p (default: the checkpoint's generation config, else 50 --
                          the transformers default that was in effect in the paper's HF runs, which
                          set only temperature and top_p)
@@ -46,12 +53,21 @@ from typing import Any
 
 import numpy as np
 
+from affalign import devices
 from affalign.backends.base import Generation, GenerationBackend, GenerationParams, ModelSpec
 from affalign.errors import ConfigError
 
 log = logging.getLogger("affalign")
 
 DEFAULT_TOP_K = 50  # transformers' GenerationConfig default
+# The oldest transformers this backend runs on, from what it uses: `dtype=` in from_pretrained
+# (4.56; before, it is ignored and models load in float32), load_gguf_checkpoint(torch_dtype=)
+# (5.x) and GenerationConfig.max_cache_len (5.13.0; before, the attribute is silently ignored and
+# the static cache is reallocated and its decode step recompiled whenever a batch needs more room).
+MIN_TRANSFORMERS = (5, 13)
+# Prompt tokens assumed when sizing batches from free memory (the paper's prompts, chat template
+# included, are well under this; a longer prompt only makes that batch's cache larger).
+PROMPT_TOKENS = 256
 
 
 class ModelLoadError(ConfigError):
@@ -64,21 +80,31 @@ def _torch():
     return torch
 
 
+def check_transformers(version: str | None = None) -> None:
+    """Refuse a transformers older than :data:`MIN_TRANSFORMERS` (it would load models in float32)."""
+    if version is None:
+        import transformers
+
+        version = transformers.__version__
+    parts = []
+    for piece in version.split(".")[:2]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits or 0))
+    if tuple(parts) < MIN_TRANSFORMERS:
+        want = ".".join(map(str, MIN_TRANSFORMERS))
+        raise ConfigError(f"transformers {version} is too old for the hf backend: it needs >= {want} (pip install -U 'transformers>={want}')")
+
+
 def resolve_device(option: str | None) -> str:
-    torch = _torch()
-    option = (option or "auto").lower()
-    if option == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if option.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {option!r} asked for, but CUDA is not available")
-    return option
+    """See :func:`affalign.devices.resolve_device`."""
+    return devices.resolve_device(option, "options.device")
 
 
 def resolve_dtype(name: str, device: str):
-    """``auto``: bfloat16 on GPU, float32 on CPU; else the named torch dtype."""
+    """``auto``: bfloat16 on a GPU that supports it (else float16), float32 on CPU; else the named torch dtype."""
     torch = _torch()
     if name in (None, "", "auto"):
-        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+        return devices.auto_dtype(device, "dtype auto")
     try:
         dtype = getattr(torch, name)
     except AttributeError:
@@ -153,6 +179,13 @@ class HFBackend(GenerationBackend):
     """A transformers model and tokenizer in one process (one Ray actor per GPU)."""
 
     name = "hf"
+    # the options of the module docstring
+    option_keys = frozenset(
+        {
+            "device", "device_map", "revision", "local_files_only", "trust_remote_code", "attn_implementation", "seq2seq",
+            "static_cache", "batch_buckets", "pad_to_multiple_of", "chat_template", "prompt_format", "stop_tokens", "top_k",
+        }
+    )  # fmt: skip
 
     def __init__(self, model: ModelSpec):
         super().__init__(model)
@@ -163,6 +196,11 @@ class HFBackend(GenerationBackend):
         self.seq2seq = bool(self.options.get("seq2seq", False))
         self.static_cache = False
         self._max_cache_len = 0
+        self._checkpoint_top_k: int | None = None
+        self._placed = False  # from_pretrained put the weights on self.device (device_map)
+        # rows per generate() call: the spec's, or sized from free GPU memory after loading when
+        # the job gave none (options.auto_batch_size, set by backends.models)
+        self.batch_size = max(1, int(model.batch_size))
 
     # ----------------------------------------------------------------------------------------
     # Loading
@@ -189,19 +227,60 @@ class HFBackend(GenerationBackend):
         detail = str(exc).strip().rstrip(".")
         return ModelLoadError(f"model {self.model.id!r}: cannot load the {what} from {self.path!r}: {type(exc).__name__}: {detail}.{hint}")
 
+    # what a generation replica loads from a hub snapshot (no other formats, no extra checkpoints)
+    PREFETCH_PATTERNS = ("*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken", "*.py")
+
+    def prefetch(self) -> None:
+        """Download a hub model into the local HF cache once, on the driver, before replicas start.
+
+        A local directory or ``.gguf`` file needs nothing. Inside a GPU actor the same download
+        would count against Ray Data's no-progress guard and run once per replica; here a missing
+        model or a failed download stops the job before any actor starts, naming the model.
+        """
+        path = self.path
+        if path.lower().endswith(".gguf") or os.path.isdir(os.path.expanduser(path)) or path.startswith((".", "/", "~")):
+            return
+        from huggingface_hub import snapshot_download
+
+        hub = self._hub_kwargs()
+        try:
+            snapshot_download(
+                path,
+                revision=hub.get("revision"),
+                local_files_only=bool(hub.get("local_files_only")),
+                allow_patterns=list(self.PREFETCH_PATTERNS),
+            )
+        except Exception as exc:  # noqa: BLE001 - network errors, unknown or gated repo, not cached offline
+            raise self._fail("weights (prefetch on the driver)", exc) from exc
+
     def setup(self) -> None:
         if self.hf_model is not None:
             return
+        check_transformers()
         self.device = resolve_device(self.options.get("device"))
         dtype = resolve_dtype(self.model.dtype, self.device)
         if self.path.lower().endswith(".gguf"):
             model, tokenizer = self._load_gguf(dtype)
         else:
             model, tokenizer = self._load_pretrained(dtype)
-        if not self.options.get("device_map"):
+        if not (self.options.get("device_map") or self._placed):
             model.to(self.device)
         model.eval()
         self.attach(model, tokenizer)
+        if self.options.get("auto_batch_size") and self.device.startswith("cuda"):
+            self.batch_size = self._batch_from_free_memory(dtype)
+
+    def _batch_from_free_memory(self, dtype) -> int:
+        """Rows per batch from the GPU memory free now that the weights are loaded."""
+        torch = _torch()
+        free, _total = torch.cuda.mem_get_info(torch.device(self.device))
+        config = self.hf_model.config
+        kv = devices.kv_bytes_per_token(config, torch.tensor([], dtype=dtype).element_size())
+        seq_len = PROMPT_TOKENS + int(self.model.params.max_new_tokens)
+        vocab = int(getattr(config, "vocab_size", 0) or len(self.tokenizer))
+        rows = devices.generation_batch_size(free, kv, seq_len, vocab)
+        log.info("model %s: batch size %d from %.1f GiB of free GPU memory", self.model.id, rows, free / 2**30)
+        return rows
 
     def _hub_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {}
@@ -232,6 +311,9 @@ class HFBackend(GenerationBackend):
         kwargs: dict[str, Any] = dict(hub, dtype=dtype)
         if self.options.get("attn_implementation"):
             kwargs["attn_implementation"] = self.options["attn_implementation"]
+        # a model on one GPU: load its weights straight there (no copy through host RAM)
+        placement = devices.load_kwargs(self.device or "cpu")
+        kwargs.update(placement)
         if self.options.get("device_map"):
             from transformers.utils import is_accelerate_available
 
@@ -243,6 +325,7 @@ class HFBackend(GenerationBackend):
             model = cls.from_pretrained(self.path, **kwargs)
         except Exception as e:  # noqa: BLE001
             raise self._fail("weights", e) from e
+        self._placed = "device_map" in placement
         return model, tokenizer
 
     def _load_gguf(self, dtype):
@@ -310,10 +393,33 @@ class HFBackend(GenerationBackend):
             if tokenizer.eos_token is None:
                 raise ModelLoadError(f"model {self.model.id!r}: tokenizer has neither a pad nor an eos token")
             tokenizer.pad_token = tokenizer.eos_token
+        self._neutralize_sampling()
         on_cuda = self.device.startswith("cuda") or bool(self.options.get("device_map"))
         self.static_cache = bool(self.options.get("static_cache", on_cuda and not self.seq2seq))
         if on_cuda:
             torch.backends.cuda.matmul.allow_tf32 = True
+
+    # Sampling-only fields of GenerationConfig, with the values transformers treats as "unset".
+    # Sampling is RowSampler's job; generate() runs greedy. transformers fills every field left
+    # None in the config passed to generate() from the model's own generation config (a chat
+    # checkpoint's temperature 0.6, top_p 0.9 ...), then warns that they do nothing without
+    # do_sample; so the model's config is cleared once here and each call sets neutral values.
+    _NEUTRAL_SAMPLING: dict[str, Any] = {"temperature": 1.0, "top_p": 1.0, "top_k": 50, "typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0}
+    _UNSET_SAMPLING = ("min_p", "top_h")  # no neutral value but None
+
+    def _neutralize_sampling(self) -> None:
+        gc = getattr(self.hf_model, "generation_config", None)
+        # the checkpoint's top_k is the default of options.top_k (read before it is cleared)
+        self._checkpoint_top_k = getattr(gc, "top_k", None) if gc is not None else None
+        if gc is None:
+            return
+        gc.do_sample = False
+        for name, value in self._NEUTRAL_SAMPLING.items():
+            if hasattr(gc, name):
+                setattr(gc, name, value)
+        for name in self._UNSET_SAMPLING:
+            if hasattr(gc, name):
+                setattr(gc, name, None)
 
     # ----------------------------------------------------------------------------------------
     # Generation
@@ -359,7 +465,7 @@ class HFBackend(GenerationBackend):
         if len(seeds) != len(prompts):
             raise ValueError("one seed per prompt")
         out: list[Generation] = []
-        bs = max(1, int(self.model.batch_size))
+        bs = self.batch_size
         for start in range(0, len(prompts), bs):
             out.extend(self._generate_batch(prompts[start : start + bs], params, seeds[start : start + bs]))
         return out
@@ -376,7 +482,7 @@ class HFBackend(GenerationBackend):
         seeds = list(seeds)
         pad_multiple = self.options.get("pad_to_multiple_of", 32 if self.static_cache else None)
         if self.static_cache:
-            size = bucket_for(n, list(self.options.get("batch_buckets") or _default_buckets(self.model.batch_size)))
+            size = bucket_for(n, list(self.options.get("batch_buckets") or _default_buckets(self.batch_size)))
             texts += [texts[-1]] * (size - n)
             seeds += [0] * (size - n)
         enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=add_special, pad_to_multiple_of=pad_multiple)
@@ -394,9 +500,9 @@ class HFBackend(GenerationBackend):
         gen_cfg.num_beams = 1
         gen_cfg.num_return_sequences = 1
         gen_cfg.do_sample = False  # RowSampler has already drawn the token: greedy takes it
-        gen_cfg.temperature = None
-        gen_cfg.top_p = None
-        gen_cfg.top_k = None
+        for name, value in self._NEUTRAL_SAMPLING.items():  # not None: None is refilled, then warned about
+            if hasattr(gen_cfg, name):
+                setattr(gen_cfg, name, value)
         gen_cfg.pad_token_id = self.tokenizer.pad_token_id
         gen_cfg.eos_token_id = eos_ids or None
         if self.static_cache:
@@ -411,7 +517,7 @@ class HFBackend(GenerationBackend):
 
             top_k = self.options.get("top_k")
             if top_k is None:
-                top_k = getattr(self.hf_model.generation_config, "top_k", None) or DEFAULT_TOP_K
+                top_k = self._checkpoint_top_k or DEFAULT_TOP_K
             uniforms = torch.as_tensor(row_uniforms(params.seed, seeds, params.max_new_tokens), dtype=torch.float32, device=device)
             processors = LogitsProcessorList([RowSampler(uniforms, params.temperature, int(top_k), params.top_p)])
         with torch.inference_mode():

@@ -64,7 +64,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from affalign.backends.base import Generation, GenerationBackend, GenerationParams, ModelSpec
-from affalign.backends.budget import Budget, Reservation, budget_from_options
+from affalign.backends.budget import Budget, Reservation
+from affalign.backends.budget_keeper import budget_from_options
 from affalign.errors import BudgetExceeded, ConfigError
 
 log = logging.getLogger("affalign")
@@ -188,6 +189,12 @@ class OpenAIBackend(GenerationBackend):
     """OpenAI (or OpenAI-compatible) chat / completions with retries, bounded concurrency and a budget."""
 
     name = "openai"
+    option_keys = frozenset(
+        {
+            "api", "api_key_env", "base_url", "budget", "concurrency", "max_retries", "backoff_base", "backoff_max",
+            "retry_after_max", "timeout", "per_row_seed", "prompt_overhead_tokens",
+        }
+    )  # fmt: skip
 
     def __init__(self, model: ModelSpec, budget: Budget | dict | str | None = None, *, sleep: Callable[[float], None] | None = None):
         super().__init__(model)

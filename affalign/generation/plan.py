@@ -23,21 +23,8 @@ import pyarrow as pa
 from affalign.backends.base import ModelSpec
 from affalign.errors import ConfigError
 from affalign.generation.prompts import MODES, N_TEMPLATES, fill_templates
+from affalign.schema import PLAN_SCHEMA
 
-PLAN_SCHEMA = pa.schema(
-    [
-        ("plan_id", pa.string()),
-        ("model", pa.string()),
-        ("kind", pa.string()),
-        ("dataset", pa.string()),
-        ("topic", pa.string()),
-        ("mode", pa.string()),
-        ("index", pa.int32()),
-        ("template_index", pa.int32()),
-        ("prompt", pa.string()),
-        ("row_seed", pa.int64()),
-    ]
-)
 PLAN_COLUMNS: tuple[str, ...] = tuple(PLAN_SCHEMA.names)
 _MASK63 = (1 << 63) - 1
 

@@ -15,9 +15,10 @@ from importlib import resources
 import yaml
 
 from affalign.errors import ConfigError
+from affalign.schema import PROMPT_MODES
 
 KINDS: tuple[str, ...] = ("base", "instruct")
-MODES: tuple[str, ...] = ("default", "liberal", "conservative")
+MODES = PROMPT_MODES
 STYLES: tuple[str, ...] = ("default", "steered")
 N_TEMPLATES = 10
 TOPIC_SLOT = "[topic]"

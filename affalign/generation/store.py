@@ -6,10 +6,10 @@ Layout under a run's root (local path now; any ``pyarrow.fs`` URI such as ``s3:/
 
 * Shard directories are a pure function of (model, dataset, topic, mode); rows also carry those
   values in full, so readers never parse directory names.
-* A part is written to ``.tmp-<uuid>.parquet`` in its shard directory and then renamed to its
-  final name, so a killed process leaves at most a temp file (ignored, removed by the next run),
-  never half a part. A part's name is a hash of its plan ids: writing the same batch twice
-  replaces the file.
+* Parts are published through the run directory (:class:`affalign.rundir.RunDir`): written
+  under ``_tmp/`` and moved into place, so a killed process leaves at most a temp file (removed
+  by the next run), never half a part. A part's name is a hash of its plan ids: writing the same
+  batch twice replaces the file.
 * A part that cannot be read is deleted (with a warning), so its rows count as not done and are
   generated again.
 * Rows with an ``error`` are kept for the record but do not count as done.
@@ -21,36 +21,21 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import posixpath
 import re
-import uuid
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
-import pyarrow.parquet as pq
+
+from affalign.rundir import RunDir
+from affalign.schema import GENERATIONS_SCHEMA
 
 log = logging.getLogger("affalign")
 
 GENERATIONS = "generations"
 SHARD_KEYS: tuple[str, ...] = ("model", "dataset", "topic", "mode")
-PART_PREFIX = "part-"
-TMP_PREFIX = ".tmp-"
-
-
-def open_root(root: str, fs: pafs.FileSystem | None = None) -> tuple[pafs.FileSystem, str]:
-    """The filesystem and base path of a root: a URI (``file://``, ``s3://``...) or a local path.
-
-    With ``fs`` given (e.g. an S3 filesystem with a custom endpoint), ``root`` is a path in it.
-    """
-    if fs is not None:
-        return fs, root.rstrip("/")
-    if "://" in root:
-        fs, path = pafs.FileSystem.from_uri(root)
-        return fs, path.rstrip("/")
-    return pafs.LocalFileSystem(), os.path.abspath(root)
 
 
 def safe_id(model_id: str) -> str:
@@ -73,28 +58,17 @@ def shard_dir(model: str, dataset: str, topic: str, mode: str) -> str:
 
 
 class GenerationStore:
-    """The generations under one root."""
+    """The generations of one run directory (a :class:`RunDir`, or a root path/URI and filesystem)."""
 
-    def __init__(self, root: str, fs: pafs.FileSystem | None = None):
-        self.root = root
-        self.fs, self.base = open_root(root, fs)
-
-    def _abs(self, rel: str) -> str:
-        return posixpath.join(self.base, rel)
-
-    def _files(self) -> list[str]:
-        selector = pafs.FileSelector(self._abs(GENERATIONS), recursive=True, allow_not_found=True)
-        return sorted(i.path for i in self.fs.get_file_info(selector) if i.type == pafs.FileType.File)
+    def __init__(self, run: RunDir | str, fs: pafs.FileSystem | None = None):
+        self.run = run if isinstance(run, RunDir) else RunDir.on(run, fs)
 
     def part_files(self) -> list[str]:
-        return [p for p in self._files() if posixpath.basename(p).startswith(PART_PREFIX) and p.endswith(".parquet")]
+        return self.run.list_files(GENERATIONS)
 
     def clean_temp(self) -> int:
         """Remove temp files left by a killed writer; returns how many."""
-        stale = [p for p in self._files() if posixpath.basename(p).startswith(TMP_PREFIX)]
-        for p in stale:
-            self.fs.delete_file(p)
-        return len(stale)
+        return self.run.clean_temp()
 
     def write_batch(self, batch: pa.Table) -> list[str]:
         """Write a batch of finished rows: one part per shard it touches. Returns the part paths."""
@@ -107,35 +81,12 @@ class GenerationStore:
         paths = []
         for key, rows in groups.items():
             part = batch.take(pa.array(rows, pa.int64())) if len(groups) > 1 else batch
-            paths.append(self._write_part(shard_dir(*key), part))
+            paths.append(self.run.write_part(shard_dir(*key), part, ("plan_id",)))
         return paths
-
-    def _write_part(self, rel_dir: str, table: pa.Table) -> str:
-        ids = sorted(table.column("plan_id").to_pylist())
-        name = PART_PREFIX + hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16] + ".parquet"
-        directory = self._abs(rel_dir)
-        self.fs.create_dir(directory, recursive=True)
-        tmp = posixpath.join(directory, f"{TMP_PREFIX}{uuid.uuid4().hex}.parquet")
-        with self.fs.open_output_stream(tmp) as out:
-            pq.write_table(table, out, compression="zstd")
-        final = posixpath.join(directory, name)
-        self.fs.move(tmp, final)
-        return final
 
     def read_parts(self, columns: list[str] | None = None) -> list[pa.Table]:
         """Every readable part (unreadable ones are deleted, so their rows get generated again)."""
-        tables = []
-        for path in self.part_files():
-            try:
-                with self.fs.open_input_file(path) as f:
-                    tables.append(pq.read_table(f, columns=columns))
-            except (OSError, pa.ArrowException) as e:
-                log.warning("unreadable generation part %s (%s): deleting it; its rows will be generated again", path, e)
-                try:
-                    self.fs.delete_file(path)
-                except OSError:
-                    pass
-        return tables
+        return self.run.read_parts(GENERATIONS, columns, what="generation part")
 
     def done_ids(self) -> pa.Array:
         """Plan ids with a successful generation (no error), deduplicated."""
@@ -145,11 +96,11 @@ class GenerationStore:
         t = pa.concat_tables(tables)
         return pc.unique(t.filter(pc.is_null(t.column("error"))).column("plan_id").combine_chunks())
 
-    def read(self) -> pa.Table | None:
+    def read(self) -> pa.Table:
         """One row per plan id: a successful row when there is one, else one of its error rows."""
         tables = [t for t in self.read_parts() if t.num_rows]
         if not tables:
-            return None
+            return GENERATIONS_SCHEMA.empty_table()
         t = pa.concat_tables(tables, promote_options="default")
         bad = pc.is_valid(t.column("error")).cast(pa.int8())
         t = t.append_column("_bad", bad)
@@ -160,20 +111,14 @@ class GenerationStore:
         return t.filter(pa.array(first)).drop_columns(["_bad"])
 
 
-def remaining(plan: pa.Table, root: str, fs: pafs.FileSystem | None = None) -> pa.Table:
-    """The plan rows without a successful generation under ``root`` (matched by ``plan_id``)."""
-    done = GenerationStore(root, fs).done_ids()
+def remaining(plan: pa.Table, run: RunDir | str, fs: pafs.FileSystem | None = None) -> pa.Table:
+    """The plan rows without a successful generation in ``run`` (matched by ``plan_id``)."""
+    done = GenerationStore(run, fs).done_ids()
     if len(done) == 0:
         return plan
     return plan.filter(pc.invert(pc.is_in(plan.column("plan_id"), value_set=done)))
 
 
-def read_generations(root: str, fs: pafs.FileSystem | None = None) -> pa.Table:
-    """All generations under ``root``: plan columns plus outputs, one row per ``plan_id``."""
-    table = GenerationStore(root, fs).read()
-    if table is None:
-        from affalign.generation.plan import PLAN_SCHEMA
-        from affalign.stages.generate import OUTPUT_FIELDS
-
-        return pa.schema(list(PLAN_SCHEMA) + list(OUTPUT_FIELDS)).empty_table()
-    return table
+def read_generations(run: RunDir | str, fs: pafs.FileSystem | None = None) -> pa.Table:
+    """All generations of ``run``: plan columns plus outputs, one row per ``plan_id``."""
+    return GenerationStore(run, fs).read()

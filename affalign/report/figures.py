@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import warnings
-from dataclasses import dataclass, field
 
 import matplotlib
 import numpy as np
@@ -18,12 +17,11 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from affalign.stats import DimensionStats, split_model_subject
+from affalign.report.analysis import MODE_ORDER, DimView
+from affalign.report.load import KIND_ORDER, KIND_TITLES, ModelInfo
+from affalign.stats import split_model_subject
 
 MODE_MARKERS = {"default": "o", "liberal": "<", "conservative": ">"}
-MODE_ORDER = ("default", "liberal", "conservative")
-KIND_TITLES = {"instruct": "instruction-tuned", "base": "base", "unknown": "kind not recorded"}
-KIND_ORDER = ("instruct", "base", "unknown")
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 GROUP_COLORS = {"liberal": "#1f77b4", "conservative": "#ff7f0e"}
 RC = {"svg.hashsalt": "affalign", "svg.fonttype": "path", "font.size": 9, "axes.titlesize": 10}
@@ -37,62 +35,11 @@ def tex_safe(text: object, limit: int = 60) -> str:
     return s.replace("$", r"\$")
 
 
-@dataclass
-class ModelInfo:
-    id: str
-    kind: str = "unknown"  # base | instruct | unknown
-    backend: str = ""
-
-
-@dataclass
-class DimView:
-    """What the figures of one (dataset, dimension) need, from the run's tables."""
-
-    dataset: str
-    dimension: str
-    labels: tuple[str, ...]
-    groups: list[str]  # group names, in the run's order
-    models: list[ModelInfo]  # ordered: instruct, base, unknown (each in run order)
-    modes: list[str]
-    topics: list[str]
-    # official numbers (alignment.parquet / distributions.parquet)
-    per_topic: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)  # (subject, target) -> topic -> S
-    distributions: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)  # (topic, subject) -> vector
-    n_texts: dict[tuple[str, str], int] = field(default_factory=dict)
-    stats: DimensionStats | None = None
-
-    @property
-    def humans(self) -> list[str]:
-        return [f"human:{g}" for g in self.groups]
-
-    def series(self, subject: str, target: str) -> dict[str, float]:
-        got = self.per_topic.get((subject, target))
-        if got is None and subject.startswith("human:") and target.startswith("human:"):
-            got = self.per_topic.get((target, subject))
-        return got or {}
-
-    def mean_std(self, subject: str, target: str) -> tuple[float, float, int] | None:
-        v = list(self.series(subject, target).values())
-        if not v:
-            return None
-        a = np.asarray(v, dtype=np.float64)
-        return float(a.mean()), float(a.std()), int(a.size)
-
-    def human_pairs(self) -> list[tuple[str, str]]:
-        hs = self.humans
-        return [(a, b) for i, a in enumerate(hs) for b in hs[i + 1 :] if self.series(a, b)]
-
-    def has_models(self) -> bool:
-        return any(k[0].startswith("model:") for k in self.per_topic)
-
-    def model_has(self, model_id: str, mode: str) -> bool:
-        s = f"model:{model_id}:{mode}"
-        return any(k[0] == s for k in self.per_topic)
-
-    def color(self, group: str) -> str:
-        if group in GROUP_COLORS and all(g in GROUP_COLORS for g in self.groups):
-            return GROUP_COLORS[group]
-        return PALETTE[self.groups.index(group) % len(PALETTE)] if group in self.groups else "#333333"
+def group_color(view: DimView, group: str) -> str:
+    """The colour of a group: blue/orange for liberal/conservative, else the palette in the run's group order."""
+    if group in GROUP_COLORS and all(g in GROUP_COLORS for g in view.groups):
+        return GROUP_COLORS[group]
+    return PALETTE[view.groups.index(group) % len(PALETTE)] if group in view.groups else "#333333"
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -189,8 +136,8 @@ def fig_default_alignment(view: DimView) -> Figure | None:
                 e.append(ms[1])
                 y.append(ys[m.id] + off)
         if xs:
-            ax.errorbar(xs, y, xerr=e, fmt="o", color=view.color(g), capsize=3, markersize=6, linewidth=1.2)
-        handles.append(Line2D([], [], marker="o", color=view.color(g), linestyle="", label=f"with {tex_safe(g, 24)}"))
+            ax.errorbar(xs, y, xerr=e, fmt="o", color=group_color(view, g), capsize=3, markersize=6, linewidth=1.2)
+        handles.append(Line2D([], [], marker="o", color=group_color(view, g), linestyle="", label=f"with {tex_safe(g, 24)}"))
     handles += _baseline_lines(ax, view)
     ax.set_xlabel("alignment S = 1 − JS distance (mean ± std over topics)")
     fig.legend(handles=handles, loc="outside lower center", fontsize=8, ncol=min(4, len(handles)), frameon=False)
@@ -238,9 +185,9 @@ def fig_steered_alignment(view: DimView) -> Figure | None:
             if not xs:
                 continue
             marker = MODE_MARKERS.get(mode, "s")
-            face = "none" if mode == "default" else view.color(g)
-            ax.scatter(xs, y, marker=marker, s=55, facecolors=face, edgecolors=view.color(g), linewidths=1.3, zorder=3)
-    handles = [Line2D([], [], marker="s", color=view.color(g), linestyle="", label=f"with {tex_safe(g, 24)}") for g in view.groups]
+            face = "none" if mode == "default" else group_color(view, g)
+            ax.scatter(xs, y, marker=marker, s=55, facecolors=face, edgecolors=group_color(view, g), linewidths=1.3, zorder=3)
+    handles = [Line2D([], [], marker="s", color=group_color(view, g), linestyle="", label=f"with {tex_safe(g, 24)}") for g in view.groups]
     for mode in view.modes:
         handles.append(Line2D([], [], marker=MODE_MARKERS.get(mode, "s"), color="black", markerfacecolor="none" if mode == "default" else "black", linestyle="", label=f"{tex_safe(mode, 20)} prompting"))
     handles += _baseline_lines(ax, view)
@@ -270,7 +217,7 @@ def fig_topic_distributions(view: DimView, topic: str) -> Figure:
         for j, (subject, label) in enumerate(bars):
             vec = view.distributions[(topic, subject)]
             if subject.startswith("human:"):
-                color, hatch, edge = view.color(subject[6:]), None, "none"
+                color, hatch, edge = group_color(view, subject[6:]), None, "none"
             else:
                 mode = split_model_subject(subject)[1]  # type: ignore[index]
                 color = {"default": "#9e9e9e", "liberal": "#6baed6", "conservative": "#fd8d3c"}.get(mode, "#bbbbbb")

@@ -70,9 +70,10 @@ from typing import Any
 
 import numpy as np
 
+from affalign import devices
 from affalign.errors import ConfigError
 from affalign.schema import DIMENSIONS
-from affalign.scorers.base import AffectScorer, ScorerSpec
+from affalign.scorers.base import DEFAULT_BATCH_CPU, DEFAULT_BATCH_GPU, AffectScorer, ScorerSpec
 
 log = logging.getLogger("affalign")
 
@@ -468,14 +469,20 @@ def load_tokenizer(spec: ScorerSpec, where: str = "scoring.model") -> HFTokenize
 # ---------------------------------------------------------------------------------------------
 
 
-def resolve_device(device: str | None) -> str:
-    import torch
+# Rows per forward sub-batch when the job gives no batch_size (ScorerSpec.batch_size None): a
+# classifier of ~125M parameters at 128 tokens uses a few GB at 1,024 rows, and 80-141 GB GPUs
+# need that many to be busy; on CPU larger batches only add padding.
+DEFAULT_BATCH_CUDA = DEFAULT_BATCH_GPU
 
-    if device in (None, "", "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"scoring.device is {device!r} but CUDA is not available")
-    return str(device)
+
+def default_batch_size(device: str) -> int:
+    """Sub-batch rows when the job sets none: 1,024 on CUDA, 256 on CPU."""
+    return DEFAULT_BATCH_CUDA if device.startswith("cuda") else DEFAULT_BATCH_CPU
+
+
+def resolve_device(device: str | None, where: str = "scoring.device") -> str:
+    """See :func:`affalign.devices.resolve_device`."""
+    return devices.resolve_device(device, where)
 
 
 def _torch_dtype(name: str, device: str):
@@ -483,9 +490,7 @@ def _torch_dtype(name: str, device: str):
 
     name = (name or "auto").lower()
     if name == "auto":
-        if device.startswith("cuda"):
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
+        return devices.auto_dtype(device, "scoring.dtype auto")
     table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
     if name not in table:
         raise ConfigError(f"scoring.dtype: {name!r} is not one of auto, float32, bfloat16, float16")
@@ -496,6 +501,8 @@ class HFClassifierScorer(AffectScorer):
     """One Hugging Face ``AutoModelForSequenceClassification`` scoring one affect dimension."""
 
     name = "hf"
+    tokenized = True
+    option_keys = frozenset({"activation", "five_foundations", "max_batch_tokens", "min_batch_rows", "missing_labels", "tokenize_chunk"})
 
     def __init__(self, spec: ScorerSpec, dimensions: tuple[str, ...]):
         super().__init__(spec, dimensions)
@@ -508,7 +515,7 @@ class HFClassifierScorer(AffectScorer):
         self.where = f"scoring.{self.dimension}"
         if not spec.model:
             raise ConfigError(f"{self.where}.model: the hf scorer needs a model (a hub id or a local directory)")
-        if int(spec.batch_size) < 1:
+        if spec.batch_size is not None and int(spec.batch_size) < 1:
             raise ConfigError(f"{self.where}.batch_size: must be >= 1")
         self.labels = DIMENSIONS[self.dimension]
         self.profile = False
@@ -519,7 +526,14 @@ class HFClassifierScorer(AffectScorer):
     # -- setup ------------------------------------------------------------------------------
 
     def device(self) -> str:
-        return resolve_device(self.spec.device)
+        return resolve_device(self.spec.device, f"{self.where}.device")
+
+    @property
+    def batch_size(self) -> int:
+        """Rows per forward sub-batch: the spec's, else :func:`default_batch_size` of the device."""
+        if self.spec.batch_size is not None:
+            return int(self.spec.batch_size)
+        return default_batch_size(getattr(self, "_device", None) or self.device())
 
     def uses_gpu(self) -> bool:
         try:
@@ -547,11 +561,13 @@ class HFClassifierScorer(AffectScorer):
         self._dtype = _torch_dtype(self.spec.dtype, self._device)
         self.tokenizer = _cached_tokenizer(path, int(self.spec.max_length))
         self.pad_id = self.tokenizer.pad_id
+        # on CUDA the weights load straight onto the GPU (devices.load_kwargs), not via host RAM
+        placement = devices.load_kwargs(self._device)
         try:
-            model = AutoModelForSequenceClassification.from_pretrained(path, dtype=self._dtype, local_files_only=True)
+            model = AutoModelForSequenceClassification.from_pretrained(path, dtype=self._dtype, local_files_only=True, **placement)
         except (ValueError, OSError, KeyError) as exc:
             raise ConfigError(f"{self.where}.model: cannot load {self.spec.model!r} as a sequence classifier: {exc}") from exc
-        self._model = model.to(self._device).eval()
+        self._model = (model if "device_map" in placement else model.to(self._device)).eval()
         present = np.flatnonzero(self.src >= 0)
         self._present = present
         self._sel = torch.as_tensor(self.src[present], dtype=torch.long, device=self._device)
@@ -593,7 +609,7 @@ class HFClassifierScorer(AffectScorer):
             self.setup()
         texts = list(texts)
         n = len(texts)
-        bs = int(self.spec.batch_size)
+        bs = self.batch_size
         chunk = int(self.spec.options.get("tokenize_chunk", 0) or 2 * bs)
         if n <= chunk:
             t0 = time.perf_counter()
@@ -678,10 +694,22 @@ class HFClassifierScorer(AffectScorer):
             worker.join(timeout=5)
 
     def _run(self, chunks, out: np.ndarray) -> None:
-        """Forward every chunk's rows in length-sorted sub-batches; write rows of ``out`` in place."""
+        """Forward every chunk's rows in length-sorted sub-batches; write rows of ``out`` in place.
+
+        A sticky CUDA error (illegal memory access, device-side assert) ends the actor so Ray
+        restarts it with a fresh CUDA context, instead of reaching the stage's row isolation,
+        which would quarantine every later row of this actor (:mod:`affalign.devices`).
+        """
+        try:
+            self._run_sub_batches(chunks, out)
+        except Exception as exc:
+            devices.die_on_sticky_cuda_error(exc, f"{self.where} ({self.spec.model})")
+            raise
+
+    def _run_sub_batches(self, chunks, out: np.ndarray) -> None:
         import torch
 
-        bs = int(self.spec.batch_size)
+        bs = self.batch_size
         budget = int(self.spec.options.get("max_batch_tokens", 0) or bs * BUDGET_WIDTH)
         min_rows = int(self.spec.options.get("min_batch_rows", 0) or max(1, bs // 4))
         pending: deque = deque()

@@ -19,7 +19,7 @@ import numpy as np
 
 from affalign.backends.base import GenerationParams, ModelSpec, make_backend
 from affalign.schema import DIMENSIONS
-from affalign.scorers.base import AffectScorer
+from affalign.scorers.base import AffectScorer, ScorerSpec
 
 PROMPT = """You rate the affect expressed in a social media post.
 For each label give the probability (a number from 0 to 1) that the post expresses it.
@@ -60,22 +60,38 @@ class LMJudgeScorer(AffectScorer):
     """Scores texts by asking a language model for JSON label probabilities."""
 
     name = "judge"
+    # its own, plus those of the backend that runs its model (checked when it builds that model)
+    option_keys = frozenset({"max_attempts", "backend", "kind", "budget"})
+
+    @classmethod
+    def allowed_options(cls, spec: ScorerSpec) -> frozenset[str]:
+        """Its own options plus those of the backend that runs its model (options pass through)."""
+        from affalign.backends.base import BACKENDS, JOB_MODEL_OPTIONS
+
+        backend = str(spec.options.get("backend") or "openai")
+        if spec.model:
+            from affalign.backends.models import registry_names, resolve_model
+
+            if spec.model in registry_names() and "backend" not in spec.options:
+                backend = resolve_model(spec.model).backend
+        extra = BACKENDS.load(backend).option_keys if backend in BACKENDS else frozenset()
+        return cls.option_keys | extra | JOB_MODEL_OPTIONS
 
     def setup(self) -> None:
         opts = dict(self.spec.options)
         self.max_attempts = int(opts.pop("max_attempts", 3))
         model_id = self.spec.model or "gpt-3.5-turbo-1106"
-        from affalign.generation.models import registry_names, resolve_model
+        from affalign.backends.models import registry_names, resolve_model
 
         if model_id in registry_names() and "backend" not in opts:
             # a registry name (e.g. smollm2-135m-instruct): its backend, path and options
             reg = resolve_model(model_id)
             opts.pop("kind", None)
-            model = dataclasses.replace(reg, batch_size=self.spec.batch_size, options={**reg.options, **opts})
+            model = dataclasses.replace(reg, batch_size=self.spec.rows_per_batch(False), options={**reg.options, **opts})
         else:
             backend = opts.pop("backend", "openai")
             kind = opts.pop("kind", "instruct")
-            model = ModelSpec(id=model_id, backend=backend, kind=kind, path=model_id, batch_size=self.spec.batch_size, options=opts)
+            model = ModelSpec(id=model_id, backend=backend, kind=kind, path=model_id, batch_size=self.spec.rows_per_batch(False), options=opts)
         self.backend = make_backend(model)
         self.backend.setup()
         self.params = GenerationParams(max_new_tokens=256, temperature=0.0, top_p=1.0, do_sample=False, seed=0)

@@ -15,7 +15,7 @@ import yaml
 
 from affalign.schema import DIMENSIONS
 from affalign.scorers.base import AffectScorer
-from affalign.stages.topics import normalize_texts
+from affalign.tagging.keywords import normalize_texts
 
 
 @lru_cache(maxsize=1)

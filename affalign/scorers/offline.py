@@ -563,6 +563,8 @@ class OfflineScorer(AffectScorer):
     held-out MFTC subcorpus), for honest held-out figures (``affalign fidelity``); never for a study.
     """
 
+    option_keys = frozenset({"encoder", "heads"})
+
     name = "offline"
 
     @property
@@ -612,7 +614,7 @@ class OfflineScorer(AffectScorer):
         if not hasattr(self, "encoder"):
             self.setup()
         normalized = [normalize_mftc(t) for t in texts]
-        return self.encoder.encode(normalized, batch_size=self.spec.batch_size, max_length=self.spec.max_length)
+        return self.encoder.encode(normalized, batch_size=self.spec.rows_per_batch(False), max_length=self.spec.max_length)
 
     def score(self, texts: list[str | None]) -> dict[str, np.ndarray]:
         x = self.embed(list(texts))

@@ -2,35 +2,32 @@
 
 from __future__ import annotations
 
-import importlib
-
-from affalign.errors import ConfigError
+from affalign.registry import Registry, check_options
 from affalign.scorers.base import AffectScorer, ScorerSpec
 
 # name -> "module:Class"; modules are imported on first use.
-SCORERS: dict[str, str] = {
-    "offline": "affalign.scorers.offline:OfflineScorer",
-    "hf": "affalign.scorers.hf_classifier:HFClassifierScorer",
-    "lexicon": "affalign.scorers.lexicon:LexiconScorer",
-    "judge": "affalign.scorers.judge:LMJudgeScorer",
-}
+SCORERS: Registry[AffectScorer] = Registry(
+    "scorer",
+    AffectScorer,
+    {
+        "offline": "affalign.scorers.offline:OfflineScorer",
+        "hf": "affalign.scorers.hf_classifier:HFClassifierScorer",
+        "lexicon": "affalign.scorers.lexicon:LexiconScorer",
+        "judge": "affalign.scorers.judge:LMJudgeScorer",
+    },
+    where="scoring",
+)
 
 
 def make_scorer(spec: ScorerSpec, dimensions: tuple[str, ...]) -> AffectScorer:
     """Build (but do not set up) the scorer a spec names."""
-    target = SCORERS.get(spec.scorer)
-    if target is None and ":" in spec.scorer:
-        target = spec.scorer  # a plugin, "package.module:Class", importable on every node
-    if target is None:
-        raise ConfigError(f"scoring: unknown scorer {spec.scorer!r}; choose one of {sorted(SCORERS)} or name a plugin as 'module:Class'")
-    module_name, cls_name = target.split(":", 1)
-    try:
-        cls = getattr(importlib.import_module(module_name), cls_name)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"scoring: cannot load scorer {spec.scorer!r}: {exc}") from exc
-    if not (isinstance(cls, type) and issubclass(cls, AffectScorer)):
-        raise ConfigError(f"scoring: {spec.scorer!r} is not an AffectScorer subclass")
-    return cls(spec, dimensions)
+    return SCORERS.load(spec.scorer)(spec, dimensions)
+
+
+def check_scorer_options(spec: ScorerSpec, where: str) -> None:
+    """A ConfigError for an option the scorer does not read (a plugin declares its own)."""
+    cls = SCORERS.load(spec.scorer)
+    check_options(spec.options, cls.allowed_options(spec), where)
 
 
 def label_thresholds(specs: dict[str, ScorerSpec]) -> dict[str, list[float]]:

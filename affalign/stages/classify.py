@@ -11,8 +11,11 @@ rows. Put it directly before the ``AffectScoreStage`` with the same spec: the sc
 those ids to the scorer's ``score_tokenized`` (when it has one) and drops both columns, so a later
 stage with another model never sees ids from the wrong tokenizer and the work table stays small.
 
-Both stages have ``prefetch()``: call it on the driver before the dataset runs, so a hub model is
-downloaded (or found missing, with a clear error) once instead of in every actor.
+Both stages have ``prefetch()``: the runtime calls it on the driver before the dataset runs, so a
+hub model is downloaded (or found missing, with a clear error) once instead of in every actor.
+
+``classifier_stages(spec, dims, num_gpus)`` builds the stages of one scoring pass (the passes of a
+job, and their GPUs, are decided in :mod:`affalign.passes.scoring`).
 """
 
 from __future__ import annotations
@@ -75,8 +78,9 @@ class TokenizeStage(Stage):
         if spec.scorer != "hf" or not spec.model:
             raise ValueError("TokenizeStage needs an hf scorer spec with a model")
         self.spec = spec
-        self.batch_size = int(batch_size or spec.batch_size * SUB_BATCHES_PER_BATCH)
+        self.batch_size = int(batch_size or spec.rows_per_batch(False) * SUB_BATCHES_PER_BATCH)
         self.num_cpus = num_cpus
+        self.resources = Resources(num_cpus=num_cpus, batch_size=self.batch_size)
         self.profile_dir = profile_dir
         self._tok: Any = None
 
@@ -89,9 +93,6 @@ class TokenizeStage(Stage):
         from affalign.scorers.hf_classifier import load_tokenizer
 
         self._tok = load_tokenizer(self.spec)
-
-    def resources(self) -> Resources:
-        return Resources(num_cpus=self.num_cpus, batch_size=self.batch_size)
 
     def process(self, batch: pa.Table) -> pa.Table:
         t0 = time.perf_counter()
@@ -122,23 +123,35 @@ class AffectScoreStage(Stage):
     name = "score"
     inputs: ClassVar[tuple[str, ...]] = (schema.TEXT,)
 
-    def __init__(self, spec: ScorerSpec, dimensions: tuple[str, ...], max_actors: int | None = None, drop_tokens: bool = True, profile_dir: str | None = None):
+    def __init__(
+        self,
+        spec: ScorerSpec,
+        dimensions: tuple[str, ...],
+        num_gpus: float | None = None,
+        max_actors: int | None = None,
+        drop_tokens: bool = True,
+        profile_dir: str | None = None,
+    ):
+        """``num_gpus``: GPUs per actor, as the pass's placement decided; None (a stage built
+        outside a job, e.g. in a unit test): ``spec.num_gpus``, else 0."""
         unknown = [d for d in dimensions if d not in DIMENSIONS]
         if unknown or not dimensions:
             raise ValueError(f"AffectScoreStage: bad dimensions {list(dimensions)}; expected some of {sorted(DIMENSIONS)}")
         self.spec = spec
         self.dimensions = tuple(dimensions)
-        self.max_actors = max_actors
         self.drop_tokens = drop_tokens
         self.profile_dir = profile_dir
+        self.outputs = tuple(schema.score_column(d) for d in self.dimensions)
+        gpus = num_gpus if num_gpus is not None else float(spec.num_gpus or 0.0)
+        self.resources = Resources(num_cpus=1, num_gpus=gpus, batch_size=spec.rows_per_batch(gpus > 0) * SUB_BATCHES_PER_BATCH, actor=True, max_actors=max_actors)
         self._scorer: AffectScorer | None = None
 
-    @property
-    def outputs(self) -> tuple[str, ...]:  # type: ignore[override]
-        return tuple(schema.score_column(d) for d in self.dimensions)
-
     def prefetch(self) -> None:
-        """Download (or check) the scorer's model once, on the driver, before actors start."""
+        """Check the spec (an unbuilt scorer is cheap) and download the scorer's model once, on
+        the driver, before actors start."""
+        from affalign.scorers.registry import make_scorer
+
+        make_scorer(self.spec, self.dimensions)
         if self.spec.scorer == "hf":
             from affalign.scorers.hf_classifier import prefetch, verify_label_map
 
@@ -152,30 +165,13 @@ class AffectScoreStage(Stage):
 
         scorer = make_scorer(self.spec, self.dimensions)
         scorer.setup()
-        if self.profile_dir and hasattr(scorer, "profile"):
-            scorer.profile = True
+        scorer.profile = bool(self.profile_dir)
         self._scorer = scorer
-
-    def resources(self) -> Resources:
-        if self.spec.num_gpus is not None:
-            gpus = float(self.spec.num_gpus)
-        else:
-            from affalign.scorers.registry import make_scorer
-
-            # an unbuilt scorer is cheap: hf/offline answer from spec.device (auto: CUDA present)
-            gpus = 1.0 if make_scorer(self.spec, self.dimensions).uses_gpu() else 0.0
-        return Resources(
-            num_cpus=1,
-            num_gpus=gpus,
-            batch_size=int(self.spec.batch_size) * SUB_BATCHES_PER_BATCH,
-            actor=True,
-            max_actors=self.max_actors,
-        )
 
     def _score_live(self, batch: pa.Table, idx: np.ndarray) -> dict[str, np.ndarray]:
         scorer = self._scorer
         assert scorer is not None
-        if INPUT_IDS in batch.column_names and hasattr(scorer, "score_tokenized"):
+        if INPUT_IDS in batch.column_names and scorer.tokenized:
             col = batch.column(INPUT_IDS)
             col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
             sub = col.take(pa.array(idx))
@@ -184,7 +180,7 @@ class AffectScoreStage(Stage):
 
                 lengths = pc.list_value_length(sub).to_numpy(zero_copy_only=False).astype(np.int64)
                 flat = pc.list_flatten(sub).to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
-                mat = pad_flat(flat, lengths, getattr(scorer, "pad_id", 0))
+                mat = pad_flat(flat, lengths, scorer.pad_id)
                 return scorer.score_tokenized(mat, lengths)
         texts = batch.column(schema.TEXT).take(pa.array(idx)).to_pylist()
         return scorer.score(texts)
@@ -212,5 +208,18 @@ class AffectScoreStage(Stage):
             acc = _PROFILE.setdefault((self.profile_dir, self.name), {"first_start": started, "scored_rows": 0})
             acc["scored_rows"] += len(idx)
             acc["last_end"] = time.time()
-            _write_profile(self.profile_dir, self.name, {**getattr(self._scorer, "timings", {}), **acc})
+            _write_profile(self.profile_dir, self.name, {**self._scorer.timings, **acc})
         return batch
+
+
+
+def classifier_stages(spec: ScorerSpec, dimensions: tuple[str, ...], num_gpus: float) -> list[Stage]:
+    """The stages of one scoring pass: a CPU tokenize stage for an hf model, then the score stage."""
+    stages: list[Stage] = []
+    if spec.scorer == "hf":
+        # tokenization runs in CPU tasks so the GPU actors only run forward passes
+        stages.append(TokenizeStage(spec))
+    # an LM judge's budget lives in its actor: one actor keeps it exact (it sends requests
+    # concurrently itself)
+    stages.append(AffectScoreStage(spec, dimensions, num_gpus=num_gpus, max_actors=1 if spec.scorer == "judge" else None))
+    return stages

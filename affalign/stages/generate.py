@@ -10,22 +10,31 @@ from typing import Any, ClassVar
 
 import pyarrow as pa
 
+from affalign import devices
 from affalign.backends.base import Generation, GenerationBackend, ModelSpec, make_backend
+from affalign.schema import GENERATION_OUTPUT_FIELDS
 from affalign.stages.base import Resources, Stage
 
 log = logging.getLogger("affalign")
 
-OUTPUT_FIELDS: tuple[pa.Field, ...] = (
-    pa.field("text", pa.string()),
-    pa.field("finish_reason", pa.string()),
-    pa.field("prompt_tokens", pa.int32()),
-    pa.field("completion_tokens", pa.int32()),
-    pa.field("error", pa.string()),
-)
+OUTPUT_FIELDS = GENERATION_OUTPUT_FIELDS
 
 
-def _is_oom(exc: BaseException) -> bool:
-    return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower()
+_is_oom = devices.is_oom
+
+
+def batch_rows(model: ModelSpec, gpu: bool) -> int:
+    """Rows per batch handed to one replica.
+
+    The spec's ``batch_size``, except for an HF model on a GPU whose batch size the job left to
+    the backend (``options.auto_batch_size``, set by ``backends.models``): it gets up to
+    :data:`affalign.devices.AUTO_BATCH_CAP` rows, which the backend cuts into batches sized from
+    the GPU memory free after loading (``HFBackend.batch_size``).
+    """
+    rows = max(1, int(model.batch_size))
+    if gpu and model.backend == "hf" and model.options.get("auto_batch_size"):
+        return max(rows, devices.AUTO_BATCH_CAP)
+    return rows
 
 
 class GenerateStage(Stage):
@@ -34,7 +43,10 @@ class GenerateStage(Stage):
     One replica holds one loaded model: an actor with one GPU when the model runs on a GPU (so one
     replica per GPU), else one CPU. A batch that fails gets ``finish_reason="error"`` and the
     error message on every row (a batch that runs out of GPU memory is split in halves first);
-    the store does not count error rows as done, so a rerun retries them.
+    the store does not count error rows as done, so a rerun retries them. A sticky CUDA error
+    (illegal memory access, device-side assert: the process's CUDA context is unusable, so every
+    later batch would fail too) is not an error row: it ends the actor, and Ray restarts it and
+    retries the batch (``Resources.max_restarts`` / ``max_retries``; see :mod:`affalign.devices`).
 
     Model options read here: ``gpus_per_replica`` (default 1; more for a model sharded with
     ``device_map``), ``max_replicas`` (caps the actor pool), ``batch_delay_s`` (sleep after each
@@ -45,35 +57,35 @@ class GenerateStage(Stage):
     inputs: ClassVar[tuple[str, ...]] = ("plan_id", "model", "prompt", "row_seed")
     outputs: ClassVar[tuple[str, ...]] = tuple(f.name for f in OUTPUT_FIELDS)
 
-    def __init__(self, model: ModelSpec, use_gpu: bool | None = None, batches: int | None = None):
+    def __init__(self, model: ModelSpec, use_gpu: bool = False, batches: int | None = None, max_replicas: int | None = None):
+        """``use_gpu``, ``max_replicas``: the pass's placement decided (never decided here)."""
         self.model = model
         self.use_gpu = use_gpu
         # batches to generate: the pool starts that many replicas at once (at most what fits),
         # since every replica is busy for the whole pass; None: Ray Data's autoscaling from one
         self.batches = batches
-        self._backend: GenerationBackend | None = None
-        self._takes_seeds = False
-
-    def _gpu(self) -> bool:
-        if self.use_gpu is None:
-            self.use_gpu = make_backend(self.model).uses_gpu()
-        return bool(self.use_gpu)
-
-    def resources(self) -> Resources:
-        max_replicas = self.model.options.get("max_replicas")
-        if self.model.backend == "openai":
+        caps = [int(c) for c in (model.options.get("max_replicas"), max_replicas) if c]
+        max_replicas = min(caps) if caps else None
+        if model.backend == "openai":
             # one replica holds the model's budget, so the budget is exact; requests still run
             # concurrently inside it (the backend's `concurrency`)
             max_replicas = 1
-        return Resources(
+        self.resources = Resources(
             num_cpus=1,
-            num_gpus=float(self.model.options.get("gpus_per_replica") or 1) if self._gpu() else 0,
-            batch_size=self.model.batch_size,
+            num_gpus=float(model.options.get("gpus_per_replica") or 1) if use_gpu else 0,
+            batch_size=batch_rows(model, use_gpu),
             actor=True,
-            min_actors=max(1, int(self.batches or 1)),
+            min_actors=max(1, int(batches or 1)),
             max_actors=int(max_replicas) if max_replicas else None,
             tasks_per_actor=1,
         )
+        self._backend: GenerationBackend | None = None
+        self._takes_seeds = False
+
+    def prefetch(self) -> None:
+        """The model's weights are fetched once on the driver, not inside each GPU actor, where a
+        hub download would count against Ray Data's no-progress guard."""
+        make_backend(self.model).prefetch()
 
     def setup(self) -> None:
         model = self.model
@@ -90,6 +102,7 @@ class GenerateStage(Stage):
                 return self._backend.generate(prompts, self.model.params, seeds=seeds)  # type: ignore[call-arg]
             return self._backend.generate(prompts, self.model.params)
         except Exception as e:  # noqa: BLE001 - a failed batch becomes error rows, the run goes on
+            devices.die_on_sticky_cuda_error(e, f"model {self.model.id}")  # returns only if not sticky
             if _is_oom(e) and len(prompts) > 1:
                 try:
                     import torch

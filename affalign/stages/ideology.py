@@ -15,7 +15,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from affalign import schema
-from affalign.io import InputFile, ReadUnit, filesystem, read_unit_columns
+from affalign.inputs import InputFile, ReadUnit, read_unit_columns
+from affalign.rundir import filesystem
 from affalign.stages.base import Resources, Stage
 
 NOT_LABELLED = "user_not_labelled"
@@ -26,6 +27,7 @@ class DomainSumsStage(Stage):
 
     name = "domain_sums"
     inputs: ClassVar[tuple[str, ...]] = ("unit",)
+    resources = Resources(num_cpus=1, batch_size=1)
     quarantine: ClassVar[bool] = False  # an unreadable unit fails the pass, naming the file
 
     def __init__(self, files: list[InputFile], uri: str, domains_column: str, bias_table: str, s3_endpoint: str | None, s3_region: str | None):
@@ -46,9 +48,6 @@ class DomainSumsStage(Stage):
         self._fs, _ = filesystem(self.uri, *self.s3)
         self._bias = parse_bias_table(self.table_text, self.table_name)
 
-    def resources(self) -> Resources:
-        return Resources(num_cpus=1, batch_size=1)
-
     def process(self, batch: pa.Table) -> pa.Table:
         from affalign.ideology import combine_sums, user_bias_sums
 
@@ -66,6 +65,7 @@ class UserGroupStage(Stage):
     name = "user_group"
     inputs: ClassVar[tuple[str, ...]] = (schema.USER_ID, schema.GROUP, schema.REASON)
     outputs: ClassVar[tuple[str, ...]] = (schema.GROUP, schema.REASON)
+    resources = Resources(num_cpus=1, batch_size=None)
 
     def __init__(self, user_groups: Any):
         # a pa.Table (user_id, group), or an ObjectRef of one on Ray so workers share one copy
@@ -79,9 +79,6 @@ class UserGroupStage(Stage):
             table = ray.get(table)
         self._users = table.column("user_id").combine_chunks()
         self._groups = table.column("group").combine_chunks()
-
-    def resources(self) -> Resources:
-        return Resources(num_cpus=1, batch_size=None)
 
     def process(self, batch: pa.Table) -> pa.Table:
         users = batch.column(schema.USER_ID).combine_chunks()

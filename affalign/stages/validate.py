@@ -63,6 +63,7 @@ class ValidateStage(Stage):
     name = "validate"
     inputs: ClassVar[tuple[str, ...]] = (schema.TWEET_ID, schema.USER_ID, schema.TEXT, schema.GROUP, schema.REASON)
     outputs: ClassVar[tuple[str, ...]] = (schema.REASON,)
+    resources = Resources(num_cpus=1, batch_size=None)
 
     def __init__(
         self,
@@ -80,9 +81,6 @@ class ValidateStage(Stage):
         self.sample_fraction = sample_fraction
         # False when groups are inferred later (ideology from shared domains), not read from a column
         self.check_group = check_group
-
-    def resources(self) -> Resources:
-        return Resources(num_cpus=1, batch_size=None)
 
     def process(self, batch: pa.Table) -> pa.Table:
         reason = batch.column(schema.REASON).combine_chunks()
@@ -110,3 +108,21 @@ class ValidateStage(Stage):
             hit = pc.and_(pc.is_null(reason), pc.fill_null(mask, False))
             reason = pc.if_else(hit, pa.scalar(name), reason)
         return batch.set_column(batch.schema.get_field_index(schema.REASON), schema.REASON, reason)
+
+
+class SampleStage(Stage):
+    """Marks tagged rows outside the scoring sample as ``not_sampled`` (topic counts still see them)."""
+
+    name = "sample"
+    inputs = (schema.TWEET_ID, schema.REASON)
+    outputs = (schema.REASON,)
+    resources = Resources(num_cpus=1, batch_size=None)
+
+    def __init__(self, fraction: float):
+        self.fraction = fraction
+
+    def process(self, batch: pa.Table) -> pa.Table:
+        reason = batch.column(schema.REASON).combine_chunks()
+        out = pc.invert(sampled_mask(batch.column(schema.TWEET_ID).combine_chunks(), self.fraction))
+        new = pc.if_else(pc.and_(pc.is_null(reason), out), pa.scalar("not_sampled"), reason)
+        return batch.set_column(batch.schema.get_field_index(schema.REASON), schema.REASON, new)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import pytest
 
 from affalign.backends.base import ModelSpec
-from affalign.backends.budget import budget_from_options
-from affalign.backends.budget_keeper import RemoteBudget, start_keeper
+from affalign.backends.budget_keeper import RemoteBudget, budget_from_options, start_keeper
 from affalign.config import config_from_dict
 from affalign.errors import BudgetExceeded
-from affalign.generation_pipeline import with_budget
-from affalign.pipeline import score_stages
+from affalign.passes.models import with_budget
+from affalign.passes.scoring import scoring_stages
+from affalign.runtime.placement import Placement
+from affalign.stages.classify import AffectScoreStage
 
 
 def test_two_processes_share_one_limit(ray_local):
@@ -57,6 +58,6 @@ def test_the_keeper_reaches_openai_models_and_the_judge():
     cfg = config_from_dict(
         {"name": "x", "dataset": "covid", "input": {"path": "x"}, "scoring": {"emotion": {"scorer": "judge", "model": "gpt-x"}, "moral": {"scorer": "lexicon"}}}
     )
-    cfg.generation.budget = budget  # as run_job sets it once the keeper is started
-    judge = [s for s in score_stages(cfg, {"CPU": 4}) if getattr(s, "spec", None) is not None and s.spec.scorer == "judge"]
-    assert judge and judge[0].spec.options["budget"] == budget and judge[0].resources().max_actors == 1
+    # the handle run_job passes once the keeper is started (the config is never rewritten)
+    judge = [s for s in scoring_stages(cfg.scoring, Placement.from_cluster({"CPU": 4}), budget) if isinstance(s, AffectScoreStage) and s.spec.scorer == "judge"]
+    assert judge and judge[0].spec.options["budget"] == budget and judge[0].resources.max_actors == 1

@@ -18,16 +18,10 @@ from tests.unit.test_hf_classifier import EMOTION_MODEL_LABELS, build_tiny_model
 
 
 def _apply(ds, stage, cluster):
-    """``stages.base.apply_stage``, with ``ray_remote_args`` passed as named options.
+    """The shipped adapter (``runtime.adapter.apply_stage``)."""
+    from affalign.runtime.adapter import apply_stage
 
-    Ray 2.60's ``map_batches`` rejects a nested ``ray_remote_args`` dict (for tasks and actors
-    alike: "Invalid option keyword ray_remote_args"); named options are what it accepts.
-    """
-    from affalign.stages.base import _ActorAdapter, map_batches_kwargs
-
-    kw = map_batches_kwargs(stage, cluster)
-    kw.update(kw.pop("ray_remote_args", None) or {})
-    return ds.map_batches(_ActorAdapter if stage.resources().actor else stage, **kw)
+    return apply_stage(ds, stage, cluster)
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +38,7 @@ def ray_cpu():
 def test_tokenize_and_score_through_ray_data(ray_cpu, tmp_path):
     import ray.data
 
-    from affalign.stages.base import map_batches_kwargs
+    from affalign.runtime.adapter import map_batches_kwargs
     from affalign.stages.classify import AffectScoreStage, TokenizeStage
 
     model = build_tiny_model(tmp_path / "emo", EMOTION_MODEL_LABELS, "roberta")

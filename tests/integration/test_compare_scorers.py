@@ -12,7 +12,7 @@ from affalign.cli import main
 from affalign.compare import compare_scorers, correlations, sample_texts
 from affalign.config import config_from_dict
 from affalign.errors import InputError
-from affalign.pipeline import run_job
+from affalign.job import run_job
 from affalign.scorers.base import ScorerSpec
 from affalign.synth import SynthSpec, synthesize
 

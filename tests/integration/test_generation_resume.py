@@ -22,9 +22,9 @@ pytest.importorskip("torch")
 pytest.importorskip("ray")
 
 from affalign.backends.base import GenerationParams, ModelSpec  # noqa: E402
-from affalign.generation.job import read_generations, run_generation  # noqa: E402
 from affalign.generation.plan import build_plan  # noqa: E402
 from affalign.generation.store import GenerationStore  # noqa: E402
+from affalign.passes.models import read_generations, run_generation  # noqa: E402
 from tests.unit.test_hf_backend import build_tiny_causal  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -37,7 +37,7 @@ import json, os, sys
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 import ray
 from affalign.backends.base import GenerationParams, ModelSpec
-from affalign.generation.job import run_generation
+from affalign.passes.models import run_generation
 from affalign.generation.plan import build_plan
 
 model_dir, root, delay = sys.argv[1], sys.argv[2], float(sys.argv[3])

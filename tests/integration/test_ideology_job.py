@@ -13,7 +13,7 @@ import pytest
 
 from affalign.cli import main
 from affalign.config import config_from_dict
-from affalign.pipeline import run_job
+from affalign.job import run_job
 from affalign.synth import SynthSpec, synthesize
 
 LEFT = ["https://www.motherjones.com/politics/a", "http://dailykos.com/story/b", "https://edition.cnn.com/c"]

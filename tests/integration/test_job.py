@@ -13,7 +13,7 @@ import pytest
 
 from affalign import schema
 from affalign.config import config_from_dict
-from affalign.pipeline import run_job
+from affalign.job import run_job
 from affalign.synth import SynthSpec, synthesize
 
 ROWS = 40_000

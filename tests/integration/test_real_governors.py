@@ -30,7 +30,7 @@ pytestmark = pytest.mark.skipif(
 def governors_run(tmp_path_factory, ray_local):
     sys.path.insert(0, str(REPO))
     from affalign.config import config_from_dict
-    from affalign.pipeline import run_job
+    from affalign.job import run_job
     from benchmarks.bench_real_governors import job_config, sample_corpus
 
     base = tmp_path_factory.mktemp("governors")

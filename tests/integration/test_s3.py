@@ -14,7 +14,7 @@ import pytest
 
 from affalign.config import config_from_dict
 from affalign.errors import InputError
-from affalign.pipeline import run_job
+from affalign.job import run_job
 from affalign.synth import SynthSpec, synthesize
 from tests.support.s3 import moto_s3, subprocess_env, use_fake_aws_env  # noqa: F401 - moto_s3 is a fixture
 

@@ -110,9 +110,9 @@ def test_no_live_rows_and_resources(models):
     stage = AffectScoreStage(spec(models["emotion"]), ("emotion",))
     out = stage(t)
     assert out.column(schema.score_column("emotion")).null_count == 4
-    res = stage.resources()
+    res = stage.resources
     assert res.actor and res.num_cpus == 1 and res.num_gpus == 0 and res.batch_size == 32
-    assert AffectScoreStage(spec(models["emotion"], num_gpus=0.5), ("emotion",)).resources().num_gpus == 0.5
+    assert AffectScoreStage(spec(models["emotion"], num_gpus=0.5), ("emotion",)).resources.num_gpus == 0.5
 
 
 def test_bad_spec_fails_early(models):
@@ -121,4 +121,4 @@ def test_bad_spec_fails_early(models):
 
     stage = AffectScoreStage(spec(models["emotion"]), ("emotion", "moral"))
     with pytest.raises(ConfigError, match="exactly one dimension"):
-        stage.resources()
+        stage.prefetch()  # on the driver, before any actor starts

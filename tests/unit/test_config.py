@@ -78,3 +78,25 @@ def test_shipped_jobs_load():
     for name in ("demo", "covid", "roe"):
         cfg = load_config(f"jobs/{name}.yaml")
         assert cfg.dataset in ("covid", "roe")
+
+
+def test_an_option_no_scorer_or_backend_reads_is_an_error_naming_it():
+    """Scorer and model options are declared by the class that reads them; a typo used to be ignored."""
+    from affalign.config import config_from_dict
+
+    base = {"name": "x", "dataset": "covid", "input": {"path": "x"}}
+    with pytest.raises(ConfigError, match=r"scoring.emotion.options: unknown option 'encodr' \(known: encoder, heads\)"):
+        config_from_dict({**base, "scoring": {"emotion": {"scorer": "offline", "options": {"encodr": "fast"}}}})
+    with pytest.raises(ConfigError, match=r"model smollm2-135m-instruct.options: unknown option 'devcie'"):
+        config_from_dict({**base, "generation": {"enabled": True, "models": [{"name": "smollm2-135m-instruct", "options": {"devcie": "cpu"}}]}})
+    with pytest.raises(ConfigError, match=r"unknown option 'device'"):  # an OpenAI model has no device
+        config_from_dict({**base, "generation": {"enabled": True, "models": [{"id": "gpt-x", "backend": "openai", "options": {"device": "cuda"}}]}})
+    # a judge passes its backend's options through; job-level model options are known to every backend
+    cfg = config_from_dict(
+        {
+            **base,
+            "scoring": {"emotion": {"scorer": "judge", "model": "gpt-x", "options": {"base_url": "http://x", "max_attempts": 2}}},
+            "generation": {"enabled": True, "models": [{"name": "smollm2-135m-instruct", "options": {"device": "cpu", "max_replicas": 2, "allow_cpu": True}}]},
+        }
+    )
+    assert cfg.generation.model_specs()[0].options["max_replicas"] == 2

@@ -8,7 +8,7 @@ import sys
 
 SCRIPT = r"""
 import os, sys
-from affalign import runtime
+from affalign.runtime import cluster as runtime
 runtime.configure_console(filter_core=True)
 runtime._console["filter"] = True
 runtime.filter_core_stderr()

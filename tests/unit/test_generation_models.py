@@ -7,8 +7,8 @@ import os
 import pytest
 
 from affalign.backends.base import GenerationParams, ModelSpec
+from affalign.backends.models import registry, registry_names, resolve_model
 from affalign.errors import ConfigError
-from affalign.generation.models import registry, registry_names, resolve_model
 
 PAPER_MODELS = {
     "gpt-3.5-turbo-1106": ("openai", "instruct", "gpt-3.5-turbo-1106"),

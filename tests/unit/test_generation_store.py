@@ -9,9 +9,10 @@ import pyarrow.compute as pc
 import pytest
 
 from affalign.backends.base import Generation, GenerationBackend, ModelSpec
-from affalign.generation.job import run_generation, stage_uses_gpu
 from affalign.generation.plan import build_plan
 from affalign.generation.store import GenerationStore, read_generations, remaining, safe_id, shard_dir, topic_slug
+from affalign.passes.models import run_generation
+from affalign.runtime.placement import Placement
 from affalign.stages.generate import GenerateStage
 
 MODEL = ModelSpec(id="org/chat-x", kind="instruct", path="org/chat-x", batch_size=4)
@@ -74,12 +75,13 @@ def test_error_rows_are_not_done_and_success_wins(tmp_path, plan):
 def test_unreadable_part_is_deleted_and_regenerated(tmp_path, plan):
     root = str(tmp_path / "run")
     store = GenerationStore(root)
-    good = store.write_batch(fake_outputs(plan.slice(0, 4)))[0]
+    store.write_batch(fake_outputs(plan.slice(0, 4)))[0]
     bad = store.write_batch(fake_outputs(plan.slice(12, 4)))[0]
     with open(bad, "r+b") as f:  # truncate: as if the disk lost its tail
         f.truncate(os.path.getsize(bad) // 2)
-    # a temp file left by a killed writer is not a part
-    tmp = os.path.join(os.path.dirname(good), ".tmp-deadbeef.parquet")
+    # a temp file left by a killed writer (the run directory's _tmp/) is not a part
+    os.makedirs(os.path.join(root, "_tmp"), exist_ok=True)
+    tmp = os.path.join(root, "_tmp", "deadbeef-part.parquet")
     with open(tmp, "wb") as f:
         f.write(b"PAR1 half")
     left = remaining(plan, root)
@@ -99,9 +101,9 @@ class EchoBackend(GenerationBackend):
 def test_generate_stage_without_ray(plan, monkeypatch):
     monkeypatch.setattr("affalign.stages.generate.make_backend", lambda m: EchoBackend(m))
     stage = GenerateStage(MODEL, use_gpu=False)
-    res = stage.resources()
+    res = stage.resources
     assert res.actor and res.num_gpus == 0 and res.batch_size == 4
-    assert GenerateStage(MODEL, use_gpu=True).resources().num_gpus == 1
+    assert GenerateStage(MODEL, use_gpu=True).resources.num_gpus == 1
     out = stage(plan.slice(0, 5))
     assert out.column_names[-5:] == ["text", "finish_reason", "prompt_tokens", "completion_tokens", "error"]
     assert out.column("text").to_pylist() == [str(s) for s in plan.slice(0, 5).column("row_seed").to_pylist()]
@@ -111,6 +113,10 @@ def test_generate_stage_without_ray(plan, monkeypatch):
     assert all("RuntimeError: cannot" in e for e in failed.column("error").to_pylist())
     with pytest.raises(KeyError):
         stage(plan.drop_columns(["prompt"]))
+
+
+def stage_uses_gpu(model, cluster):
+    return Placement.from_cluster(cluster).generation_uses_gpu(model)
 
 
 def test_gpu_decision_follows_cluster():

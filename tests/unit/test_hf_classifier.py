@@ -387,3 +387,105 @@ def test_next_chunk_is_tokenized_while_the_current_one_runs(emotion_dir, monkeyp
     assert toks[1][1] < fwds[1][2]  # chunk 2 was being tokenized while chunk 1 (>= 2 sub-batches) ran
     monkeypatch.undo()
     np.testing.assert_allclose(got, s.score_tokenized(*s.tokenize(texts))["emotion"], atol=1e-5)
+
+
+# -- GPU readiness (issue 14): checked on CPU with torch.cuda / from_pretrained monkeypatched --------
+
+
+class _Stop(RuntimeError):
+    """Stops setup right after from_pretrained (the rest of it needs a real GPU)."""
+
+
+def test_classifier_weights_load_straight_onto_a_cuda_device(emotion_dir, monkeypatch):
+    import transformers as tf
+
+    from affalign.scorers import hf_classifier
+    from affalign.scorers.hf_classifier import HFClassifierScorer
+
+    seen: list[dict] = []
+
+    def spy(klass, path, **kwargs):
+        seen.append(kwargs)
+        raise _Stop
+
+    monkeypatch.setattr(tf.AutoModelForSequenceClassification, "from_pretrained", classmethod(spy))
+    monkeypatch.setattr(hf_classifier, "resolve_device", lambda device, where="": "cuda:0")
+    s = HFClassifierScorer(ScorerSpec(scorer="hf", model=str(emotion_dir), device="cuda", dtype="bfloat16"), ("emotion",))
+    with pytest.raises(_Stop):
+        s.setup()
+    assert seen[0]["device_map"] == {"": "cuda:0"} and seen[0]["low_cpu_mem_usage"] is True
+    assert seen[0]["dtype"] is torch.bfloat16
+
+
+def test_classifier_cpu_loading_is_unchanged(emotion_dir, monkeypatch):
+    import transformers as tf
+
+    cls = tf.AutoModelForSequenceClassification
+    original = cls.from_pretrained.__func__
+    seen: list[dict] = []
+
+    def spy(klass, path, **kwargs):
+        seen.append(dict(kwargs))
+        return original(klass, path, **kwargs)
+
+    monkeypatch.setattr(cls, "from_pretrained", classmethod(spy))
+    s = make(emotion_dir)
+    assert "device_map" not in seen[0] and "low_cpu_mem_usage" not in seen[0]
+    assert s.score(["masks work"])["emotion"].shape == (1, len(EMOTION_LABELS))
+
+
+def test_classifier_auto_dtype_checks_native_bf16(monkeypatch):
+    from affalign.scorers.hf_classifier import _torch_dtype
+
+    # torch's default (including_emulation=True) says yes on GPUs that only emulate bf16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    assert _torch_dtype("auto", "cuda") is torch.float16
+    assert _torch_dtype("auto", "cpu") is torch.float32
+
+
+def test_classifier_batch_default_by_device(emotion_dir):
+    from affalign.scorers.hf_classifier import HFClassifierScorer, default_batch_size
+
+    assert default_batch_size("cuda") == 1024 and default_batch_size("cuda:1") == 1024
+    assert default_batch_size("cpu") == 256
+    s = HFClassifierScorer(ScorerSpec(scorer="hf", model=str(emotion_dir), device="cpu", batch_size=None), ("emotion",))  # type: ignore[arg-type]
+    assert s.batch_size == 256
+    s.setup()
+    assert s.score(tiny_texts(5))["emotion"].shape == (5, len(EMOTION_LABELS))
+    assert make(emotion_dir, batch_size=32).batch_size == 32  # a job's batch size is kept
+
+
+@pytest.mark.parametrize("message", ["CUDA error: an illegal memory access was encountered", "CUDA error: device-side assert triggered"])
+def test_classifier_sticky_cuda_error_is_not_swallowed(emotion_dir, monkeypatch, message):
+    """The classify stage isolates rows that raise (quarantine); after a sticky CUDA error every row
+    would, so the scorer ends the actor instead (outside Ray: StickyCudaError, a BaseException)."""
+    from affalign import devices
+
+    s = make(emotion_dir)
+    monkeypatch.setattr(devices, "in_ray_actor", lambda: False)
+
+    def broken(*a, **k):
+        raise RuntimeError(message)
+
+    monkeypatch.setattr(s, "_model", broken)
+    with pytest.raises(devices.StickyCudaError, match="scoring.emotion"):
+        s.score(["masks work", "we must protect the most vulnerable"])
+    with pytest.raises(devices.StickyCudaError):
+        s.score_tokenized(*s.tokenize(["masks work"]))
+    exits: list[int] = []
+    monkeypatch.setattr(devices, "in_ray_actor", lambda: True)
+    monkeypatch.setattr(devices, "_exit", lambda status: exits.append(status) or (_ for _ in ()).throw(SystemExit(status)))
+    with pytest.raises(SystemExit):
+        s.score(["masks work"])
+    assert exits == [devices.STICKY_CUDA_EXIT]
+
+
+def test_classifier_ordinary_errors_still_raise_as_they_are(emotion_dir, monkeypatch):
+    s = make(emotion_dir)
+
+    def broken(*a, **k):
+        raise ValueError("bad input")
+
+    monkeypatch.setattr(s, "_model", broken)
+    with pytest.raises(ValueError, match="bad input"):
+        s.score(["masks work"])

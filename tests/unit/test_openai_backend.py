@@ -519,7 +519,7 @@ def test_job_budget_reaches_openai_models_and_one_replica_holds_it():
     from affalign.backends.base import ModelSpec
     from affalign.config import config_from_dict
     from affalign.errors import ConfigError
-    from affalign.generation_pipeline import with_budget
+    from affalign.passes.models import with_budget
     from affalign.stages.generate import GenerateStage
 
     api = ModelSpec(id="gpt-x", backend="openai", kind="instruct", path="gpt-x", options={"concurrency": 4})
@@ -529,7 +529,7 @@ def test_job_budget_reaches_openai_models_and_one_replica_holds_it():
     own = ModelSpec(id="gpt-y", backend="openai", path="gpt-y", options={"budget": {"max_tokens": 5}})
     assert with_budget(own, {"max_requests": 10}).options["budget"] == {"max_tokens": 5}
     # the budget lives in the replica: an OpenAI model never gets more than one
-    assert GenerateStage(api, use_gpu=False).resources().max_actors == 1
-    assert GenerateStage(ModelSpec(id="gpt-z", backend="openai", path="gpt-z", options={"max_replicas": 8}), use_gpu=False).resources().max_actors == 1
+    assert GenerateStage(api, use_gpu=False).resources.max_actors == 1
+    assert GenerateStage(ModelSpec(id="gpt-z", backend="openai", path="gpt-z", options={"max_replicas": 8}), use_gpu=False).resources.max_actors == 1
     with pytest.raises(ConfigError, match="generation.budget"):
         config_from_dict({"name": "x", "dataset": "covid", "input": {"path": "x"}, "generation": {"budget": {"max_reqs": 3}}})

@@ -244,7 +244,8 @@ def test_cli_hook_runs_without_score_tables(tmp_path, capsys):
 
 
 def test_intervals_do_not_depend_on_how_scores_are_partitioned(tmp_path):
-    from affalign.report.build import compute_stats, load_run
+    from affalign.report.analysis import compute_stats
+    from affalign.report.load import load_run
 
     run = make_run_dir(tmp_path / "run", topics=("t1", "t2"), n_human=80, n_model=40, dims=("emotion",))
 
@@ -278,7 +279,7 @@ def test_wording_scope_and_method_note(full_report):
 
 
 def test_quantified_verdicts():
-    from affalign.report.build import _quantified
+    from affalign.report.prose import _quantified
 
     words = {-1: ("is below", "are below"), 1: ("is above", "are above"), 0: ("is unresolved", "are unresolved")}
     assert _quantified({-1: 0, 1: 0, 0: 2}, 2, "comparison", words) == "both comparisons are unresolved"
@@ -289,7 +290,8 @@ def test_quantified_verdicts():
 
 def test_human_side_is_resampled_by_user(tmp_path):
     from affalign.report import build_report
-    from affalign.report.build import compute_stats, load_run
+    from affalign.report.analysis import compute_stats
+    from affalign.report.load import load_run
 
     run = make_run_dir(tmp_path / "run", topics=("t1", "t2"), n_human=120, n_model=40, models=(("m", "instruct"),), dims=("emotion",), users=15)
     st = compute_stats(load_run(str(run)), draws=40, seed=0, n_grid=None)[("covid", "emotion")]
@@ -303,7 +305,8 @@ def test_human_side_is_resampled_by_user(tmp_path):
 
 def test_tells_apart_is_bonferroni_corrected(tmp_path):
     from affalign.report import calls
-    from affalign.report.build import compute_stats, load_run
+    from affalign.report.analysis import compute_stats
+    from affalign.report.load import load_run
 
     run = make_run_dir(tmp_path / "run", topics=("t1", "t2"), n_human=100, n_model=60, models=(("m", "instruct"),), dims=("emotion",))
     st = compute_stats(load_run(str(run)), draws=200, seed=0, n_grid=None)[("covid", "emotion")]

@@ -12,8 +12,9 @@ from affalign import schema
 from affalign.cli import main
 from affalign.config import config_from_dict
 from affalign.errors import ConfigError
-from affalign.stages.semantic import SemanticTagStage, gate_similarities, load_semantic, topic_stage
+from affalign.stages.semantic import SemanticTagStage, topic_stage
 from affalign.stages.topics import TopicTagStage
+from affalign.tagging.semantic import gate_similarities, load_semantic
 from affalign.taxonomy import load_taxonomy
 
 OFF_TOPIC = ["The Lakers won the championship last night!", "I love watching the sunset over the lake with my dog."]
@@ -89,7 +90,7 @@ def test_config_mode_is_validated():
     assert isinstance(topic_stage(config_from_dict({})), TopicTagStage)
     cfg = config_from_dict({"tagging": {"mode": "hybrid"}})
     stage = topic_stage(cfg)
-    assert isinstance(stage, SemanticTagStage) and stage.mode == "hybrid" and stage.resources().actor
+    assert isinstance(stage, SemanticTagStage) and stage.mode == "hybrid" and stage.resources.actor
     with pytest.raises(ConfigError, match="tagging.mode: 'fuzzy' is not one of keywords, semantic, hybrid"):
         config_from_dict({"tagging": {"mode": "fuzzy"}})
     with pytest.raises(ConfigError, match="tagging.cut"):

@@ -6,9 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from affalign.config import load_config
-from affalign.pipeline import scorer_groups, stall_report
+from affalign.passes.scoring import scorer_groups
+from affalign.runtime.adapter import actor_cpus, count_pools, map_batches_kwargs, pool_size, task_cpus
+from affalign.runtime.executor import stall_report
 from affalign.scorers.base import ScorerSpec
-from affalign.stages.base import Resources, Stage, actor_cpus, count_pools, map_batches_kwargs, pool_size, task_cpus
+from affalign.stages.base import Resources, Stage
 from affalign.stages.classify import AffectScoreStage
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,8 +42,7 @@ def test_pools_of_one_dataset_always_leave_a_cpu_for_reads():
 
 def test_map_batches_kwargs_take_the_pool_count():
     class Actor(Stage):
-        def resources(self):
-            return Resources(num_cpus=1, batch_size=64, actor=True)
+        resources = Resources(num_cpus=1, batch_size=64, actor=True)
 
     kw = map_batches_kwargs(Actor(), {"CPU": 2.0}, pools=2)
     assert kw["num_cpus"] == 0.5 and (kw["compute"].min_size, kw["compute"].max_size) == (1, 1)
@@ -55,24 +56,24 @@ def test_offline_override_drops_hf_options_and_scores_both_dimensions_in_one_pas
         spec = cfg.scoring.spec(dim)
         assert spec.scorer == "offline" and spec.label_map is None and spec.model is None
         assert spec.batch_size == ScorerSpec().batch_size and spec.max_length == ScorerSpec().max_length
-    groups = scorer_groups(cfg)
+    groups = scorer_groups(cfg.scoring)
     assert len(groups) == 1 and groups[0][1] == ("emotion", "moral") and groups[0][0].scorer == "offline"
     # a setting given with --set for the new scorer is kept
     cfg = load_config(REPO / "jobs" / "covid.yaml", ["input.path=/tmp/x", *OFFLINE, "scoring.moral.batch_size=64"])
-    assert cfg.scoring.moral.batch_size == 64 and len(scorer_groups(cfg)) == 1
+    assert cfg.scoring.moral.batch_size == 64 and len(scorer_groups(cfg.scoring)) == 1
     # the hf job itself keeps its two classifiers (two passes)
-    assert len(scorer_groups(load_config(REPO / "jobs" / "covid.yaml", ["input.path=/tmp/x"]))) == 2
+    assert len(scorer_groups(load_config(REPO / "jobs" / "covid.yaml", ["input.path=/tmp/x"]).scoring)) == 2
 
 
 def test_offline_dimensions_with_different_batch_sizes_share_the_encoder():
     from affalign.config import config_from_dict
 
     cfg = config_from_dict({"scoring": {"emotion": {"scorer": "offline", "batch_size": 64}, "moral": {"scorer": "offline", "batch_size": 128, "label_map": {"a": "care"}}}})
-    (spec, dims), = scorer_groups(cfg)
+    (spec, dims), = scorer_groups(cfg.scoring)
     assert dims == ("emotion", "moral") and spec.batch_size == 128
     # other scorers still split on any difference
     cfg = config_from_dict({"scoring": {"emotion": {"scorer": "lexicon", "batch_size": 64}, "moral": {"scorer": "lexicon", "batch_size": 128}}})
-    assert len(scorer_groups(cfg)) == 2
+    assert len(scorer_groups(cfg.scoring)) == 2
 
 
 def test_stall_report_names_the_stage_and_the_resource_it_waits_for():

@@ -1,7 +1,8 @@
 import pyarrow as pa
 import pytest
 
-from affalign.stages.base import Resources, Stage, map_batches_kwargs, pool_size
+from affalign.runtime.adapter import map_batches_kwargs, pool_size
+from affalign.stages.base import Resources, Stage
 
 
 class Boom(Stage):
@@ -55,8 +56,7 @@ def test_pool_sizing_leaves_a_cpu_for_reads_and_follows_gpus():
 
 def test_map_batches_kwargs_for_gpu_actor_and_cpu_task():
     class G(Stage):
-        def resources(self):
-            return Resources(num_cpus=1, num_gpus=1, batch_size=1024, actor=True)
+        resources = Resources(num_cpus=1, num_gpus=1, batch_size=1024, actor=True)
 
     kw = map_batches_kwargs(G(), {"CPU": 16.0, "GPU": 2.0})
     assert kw["num_gpus"] == 1 and kw["batch_size"] == 1024

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from affalign.cli import main as cli_main
-from affalign.stages.topics import KeywordMatcher
+from affalign.tagging.keywords import KeywordMatcher
 from affalign.tagging_quality import evaluate, has_subject_word, load_rows
 from affalign.taxonomy import load_taxonomy
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from affalign.stages.topics import KeywordMatcher, normalize_texts
+from affalign.tagging.keywords import KeywordMatcher, normalize_texts
 from affalign.taxonomy import load_taxonomy
 
 # Table 1 of the paper (issue -> topics, in the table's order).

@@ -7,7 +7,8 @@ import pytest
 import yaml
 
 from affalign import schema
-from affalign.stages.topics import KeywordMatcher, TopicTagStage, normalize_texts, term_patterns
+from affalign.stages.topics import TopicTagStage
+from affalign.tagging.keywords import KeywordMatcher, normalize_texts, term_patterns
 from affalign.taxonomy import parse_taxonomy
 
 MASKING = "mask usage"
@@ -397,8 +398,8 @@ def test_column_wise_topics_equal_the_per_text_lists():
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from affalign.stages.topics import cached_matcher, normalize_texts
     from affalign.synth import SynthSpec, synthesize
+    from affalign.tagging.keywords import cached_matcher, normalize_texts
 
     with tempfile.TemporaryDirectory() as tmp:
         synthesize(SynthSpec(dataset="roe", rows=3_000, seed=9, bad_fraction=0.02), tmp)

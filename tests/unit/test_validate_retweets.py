@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 from affalign import schema
-from affalign.io import canonicalize
+from affalign.inputs import canonicalize
 from affalign.stages.validate import ValidateStage, retweet_fallback_counts, rt_prefix_mask
 
 PREFIXED = ["RT @user: mask mandate", "rt @User_1 : mask mandate", "  RT  @cdc: vaccines", "RT@x: lockdown", "Rt @someone vaccines work"]
@@ -58,7 +58,7 @@ def test_an_earlier_reason_wins_and_is_not_counted_as_prefix_retweet():
 
 def test_run_json_note_says_whether_columns_are_absent_or_partly_empty():
     from affalign.config import config_from_dict
-    from affalign.pipeline import _retweet_note
+    from affalign.passes.human import _retweet_note
 
     cfg = config_from_dict({"dataset": "covid", "input": {"path": "x"}})
     counts = {"rows_without_is_retweet": 10, "rows_without_is_quote": 10, "retweets_by_text_prefix": 3}

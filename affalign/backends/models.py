@@ -23,8 +23,9 @@ from typing import Any
 
 import yaml
 
-from affalign.backends.base import BACKENDS, GenerationParams, ModelSpec
+from affalign.backends.base import BACKENDS, JOB_MODEL_OPTIONS, GenerationParams, ModelSpec
 from affalign.errors import ConfigError
+from affalign.registry import check_options
 
 KINDS = ("base", "instruct")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
@@ -152,7 +153,7 @@ def _build(entry: dict[str, Any], base: dict[str, Any] | None, where: str) -> Mo
     model_id = str(model_id)
     backend = str(merged.get("backend") or "hf")
     if backend not in BACKENDS:
-        raise ConfigError(f"{where}.backend: {backend!r} is not one of {sorted(BACKENDS)}")
+        raise ConfigError(f"{where}.backend: {backend!r} is not one of {BACKENDS.names()}")
     path = str(path) if path else model_id
     options = dict(merged["options"])
     if path.startswith(PKG_PREFIX):
@@ -167,6 +168,10 @@ def _build(entry: dict[str, Any], base: dict[str, Any] | None, where: str) -> Mo
     batch_size = merged.get("batch_size", 64)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"{where}.batch_size: expected an integer >= 1, got {batch_size!r}")
+    if backend == "hf" and entry.get("batch_size", base.get("batch_size")) is None:
+        # neither the job nor the registry entry sized its batches: on a GPU the backend sizes
+        # them from the memory free after loading (backends.hf); on CPU the default stays
+        options.setdefault("auto_batch_size", True)
     # seq2seq: as the entry or registry says; otherwise left to the backend (the checkpoint's config)
     seq2seq = entry.get("seq2seq", base.get("seq2seq"))
     if seq2seq is not None:
@@ -174,6 +179,7 @@ def _build(entry: dict[str, Any], base: dict[str, Any] | None, where: str) -> Mo
             raise ConfigError(f"{where}.seq2seq: expected true or false, got {seq2seq!r}")
         options["seq2seq"] = seq2seq
     params = _params([defaults.get("params"), base.get("params"), entry.get("params")], where)
+    check_options(options, BACKENDS.load(backend).option_keys | JOB_MODEL_OPTIONS, where)
     return ModelSpec(id=model_id, backend=backend, kind=kind, path=path, dtype=dtype, batch_size=batch_size, params=params, options=options)
 
 

@@ -1,4 +1,4 @@
-"""Reading and validating inputs (local or s3://), read units, and atomic output publishing."""
+"""Input files (local or s3://): discovery, preflight checks, read units and the canonical table."""
 
 from __future__ import annotations
 
@@ -6,9 +6,7 @@ import csv
 import fnmatch
 import io
 import json
-import os
 import posixpath
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +17,7 @@ import pyarrow.parquet as pq
 
 from affalign import schema
 from affalign.errors import InputError
+from affalign.rundir import filesystem
 
 FORMATS_BY_EXTENSION = {
     ".parquet": "parquet",
@@ -30,37 +29,6 @@ FORMATS_BY_EXTENSION = {
 }
 _GLOB_CHARS = set("*?[")
 ROWS_PER_UNIT = 200_000
-
-
-# ---------------------------------------------------------------------------------------------
-# Filesystems
-
-
-def filesystem(uri: str, s3_endpoint: str | None = None, s3_region: str | None = None) -> tuple[pafs.FileSystem, str]:
-    """The pyarrow filesystem and path of a local path or ``s3://`` URI.
-
-    S3 credentials come from the standard AWS chain (environment, profile, instance role); the
-    endpoint override serves S3-compatible stores.
-    """
-    if uri.startswith("s3://"):
-        kwargs: dict[str, Any] = {}
-        # pyarrow does not read the AWS CLI's endpoint variables; honour them so `affalign synth` and
-        # a job without `s3.endpoint` reach the same S3-compatible store as boto3 would
-        s3_endpoint = s3_endpoint or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-        if s3_endpoint:
-            kwargs["endpoint_override"] = s3_endpoint
-            if s3_endpoint.startswith("http://"):
-                kwargs["scheme"] = "http"
-        if s3_region:
-            kwargs["region"] = s3_region
-        return pafs.S3FileSystem(**kwargs), uri[len("s3://") :].rstrip("/")
-    return pafs.LocalFileSystem(), uri
-
-
-def join(base: str, *parts: str) -> str:
-    if base.startswith("s3://"):
-        return posixpath.join(base, *parts)
-    return posixpath.join(base, *parts) if "/" in base else "/".join([base, *parts])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -453,86 +421,3 @@ def _has_surrogates(s: str) -> bool:
         return False
     except UnicodeEncodeError:
         return True
-
-
-# ---------------------------------------------------------------------------------------------
-# Output publishing
-
-
-class OutputDir:
-    """An output directory (local or s3://) whose files are published atomically.
-
-    Files are written under ``_tmp/`` and moved into place once complete, so a reader never sees a
-    half-written file and a failed run leaves no partial result under its final name.
-    """
-
-    def __init__(self, uri: str, s3_endpoint: str | None = None, s3_region: str | None = None):
-        self.uri = uri.rstrip("/")
-        self.fs, self.root = filesystem(self.uri, s3_endpoint, s3_region)
-        try:
-            self.fs.create_dir(self.root, recursive=True)
-        except OSError as exc:  # e.g. a missing S3 bucket or no permission: exit 2 naming the URI
-            raise InputError(f"{self.uri}: cannot create the output directory: {exc}") from exc
-
-    def path(self, *parts: str) -> str:
-        return posixpath.join(self.root, *parts)
-
-    def uri_of(self, *parts: str) -> str:
-        return posixpath.join(self.uri, *parts)
-
-    def exists(self, *parts: str) -> bool:
-        return self.fs.get_file_info(self.path(*parts)).type != pafs.FileType.NotFound
-
-    def _tmp(self, name: str) -> str:
-        tmp_dir = self.path("_tmp")
-        self.fs.create_dir(tmp_dir, recursive=True)
-        return posixpath.join(tmp_dir, f"{uuid.uuid4().hex}-{posixpath.basename(name)}")
-
-    def publish_bytes(self, rel: str, data: bytes) -> str:
-        tmp = self._tmp(rel)
-        with self.fs.open_output_stream(tmp) as out:
-            out.write(data)
-        return self._move(tmp, rel)
-
-    def publish_table(self, rel: str, table: pa.Table) -> str:
-        tmp = self._tmp(rel)
-        with self.fs.open_output_stream(tmp) as out:
-            pq.write_table(table, out, compression="zstd")
-        return self._move(tmp, rel)
-
-    def _move(self, tmp: str, rel: str) -> str:
-        dest = self.path(rel)
-        self.fs.create_dir(posixpath.dirname(dest), recursive=True)
-        self.fs.move(tmp, dest)
-        return dest
-
-    def read_bytes(self, rel: str) -> bytes:
-        with self.fs.open_input_stream(self.path(rel)) as f:
-            return f.read()
-
-    def read_table(self, rel: str) -> pa.Table:
-        with self.fs.open_input_file(self.path(rel)) as f:
-            return pq.read_table(f)
-
-    def delete_dir(self, rel: str) -> None:
-        p = self.path(rel)
-        if self.fs.get_file_info(p).type == pafs.FileType.Directory:
-            self.fs.delete_dir(p)
-
-    def delete_file(self, rel: str) -> None:
-        p = self.path(rel)
-        if self.fs.get_file_info(p).type == pafs.FileType.File:
-            self.fs.delete_file(p)
-
-    def list_dirs(self, rel: str) -> list[str]:
-        p = self.path(rel)
-        if self.fs.get_file_info(p).type != pafs.FileType.Directory:
-            return []
-        return sorted(i.path for i in self.fs.get_file_info(pafs.FileSelector(p)) if i.type == pafs.FileType.Directory)
-
-    def list_files(self, rel: str, suffix: str = ".parquet") -> list[str]:
-        p = self.path(rel)
-        if self.fs.get_file_info(p).type != pafs.FileType.Directory:
-            return []
-        infos = self.fs.get_file_info(pafs.FileSelector(p, recursive=True))
-        return sorted(i.path for i in infos if i.is_file and i.path.endswith(suffix))

@@ -1,4 +1,4 @@
-"""Starting or joining Ray, sizing work from the cluster's resources, and a quiet console.
+"""Starting or joining Ray, and a quiet console.
 
 The console shows affalign's own lines, one progress display per pass (affalign.progress) and
 real errors in full. Ray's own INFO lines (cluster start, dataset execution plans) go to Ray's

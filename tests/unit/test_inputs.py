@@ -4,8 +4,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from affalign import io, schema
+from affalign import inputs, schema
 from affalign.errors import InputError
+from affalign.rundir import RunDir, filesystem
 from affalign.stages.validate import ValidateStage
 
 
@@ -21,15 +22,15 @@ def good_table(n=3, **over):
 
 
 def plan(path, fmt="auto", group="party"):
-    files = io.resolve_inputs(str(path), fmt)
-    fs, _ = io.filesystem(str(path))
-    units, infos = io.preflight(files, fs, group)
+    files = inputs.resolve_inputs(str(path), fmt)
+    fs, _ = filesystem(str(path))
+    units, infos = inputs.preflight(files, fs, group)
     return files, fs, units, infos
 
 
 def read_all(path, fmt="auto", group="party"):
     files, fs, units, _ = plan(path, fmt, group)
-    return pa.concat_tables([io.read_unit(u, files[u.file_index], fs, group) for u in units])
+    return pa.concat_tables([inputs.read_unit(u, files[u.file_index], fs, group) for u in units])
 
 
 def test_resolve_file_dir_and_glob(tmp_path):
@@ -37,13 +38,13 @@ def test_resolve_file_dir_and_glob(tmp_path):
         pq.write_table(good_table(), tmp_path / f"p{i}.parquet")
     (tmp_path / "_truth.json").write_text("{}")
     (tmp_path / "notes.txt").write_text("x")
-    assert [f.path.rsplit("/", 1)[1] for f in io.resolve_inputs(str(tmp_path))] == ["p0.parquet", "p1.parquet", "p2.parquet"]
-    assert len(io.resolve_inputs(str(tmp_path / "p[01].parquet"))) == 2
-    assert len(io.resolve_inputs(str(tmp_path / "p1.parquet"))) == 1
+    assert [f.path.rsplit("/", 1)[1] for f in inputs.resolve_inputs(str(tmp_path))] == ["p0.parquet", "p1.parquet", "p2.parquet"]
+    assert len(inputs.resolve_inputs(str(tmp_path / "p[01].parquet"))) == 2
+    assert len(inputs.resolve_inputs(str(tmp_path / "p1.parquet"))) == 1
     with pytest.raises(InputError, match="no such file"):
-        io.resolve_inputs(str(tmp_path / "missing.parquet"))
+        inputs.resolve_inputs(str(tmp_path / "missing.parquet"))
     with pytest.raises(InputError, match="unknown file format"):
-        io.resolve_inputs(str(tmp_path / "notes.txt"))
+        inputs.resolve_inputs(str(tmp_path / "notes.txt"))
 
 
 def test_missing_required_column_names_file_and_column(tmp_path):
@@ -81,7 +82,7 @@ def test_empty_file_is_listed_with_zero_rows(tmp_path):
 def test_parquet_canonical_types_and_positions(tmp_path):
     pq.write_table(good_table(5), tmp_path / "a.parquet", row_group_size=2)
     t = read_all(tmp_path / "a.parquet")
-    assert t.schema == io.CANONICAL_SCHEMA
+    assert t.schema == inputs.CANONICAL_SCHEMA
     assert t.column("tweet_id").to_pylist() == ["1", "2", "3", "4", "5"]
     assert t.column(schema.SOURCE_ROW).to_pylist() == [0, 1, 2, 3, 4]
     assert t.column(schema.GROUP).to_pylist() == ["liberal"] * 5
@@ -89,7 +90,7 @@ def test_parquet_canonical_types_and_positions(tmp_path):
 
 
 def test_float_ids_print_as_integers():
-    arr = io._to_string(pa.array([1.0, 2.5, None]))
+    arr = inputs._to_string(pa.array([1.0, 2.5, None]))
     assert arr.to_pylist() == ["1", "2.5", None]
 
 
@@ -165,9 +166,24 @@ def test_validate_keeps_an_earlier_reason_and_rejects_huge_texts():
 
 
 def test_output_dir_publishes_atomically(tmp_path):
-    out = io.OutputDir(str(tmp_path / "o"))
+    out = RunDir(str(tmp_path / "o"))
     out.publish_bytes("run.json", b"{}")
     out.publish_table("t/a.parquet", pa.table({"x": [1]}))
     assert out.read_bytes("run.json") == b"{}"
     assert out.read_table("t/a.parquet").num_rows == 1
     assert list((tmp_path / "o" / "_tmp").iterdir()) == []
+
+
+def test_run_dir_parts_are_content_named_and_unreadable_ones_removed(tmp_path):
+    run = RunDir(str(tmp_path / "o"))
+    t = pa.table({"_file": [0, 0], "_row": [1, 2], "x": ["a", "b"]})
+    first = run.write_part("w", t, ("_file", "_row"))
+    again = run.write_part("w", t, ("_file", "_row"))  # a retried batch replaces its own file
+    assert first == again and len(run.list_files("w")) == 1
+    (tmp_path / "o" / "w" / "part-broken.parquet").write_bytes(b"not parquet")
+    parts = run.read_parts("w")
+    assert [p.num_rows for p in parts] == [2]
+    assert len(run.list_files("w")) == 1  # the unreadable part is gone: its rows count as not done
+    assert not run.is_done("w")
+    run.mark_done("w")
+    assert run.is_done("w")
