@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from affalign import stats
+from affalign import schema, stats
 from affalign.errors import InputError
 from affalign.report.load import ModelInfo, RunData
 from affalign.schema import DIMENSIONS
@@ -44,11 +44,11 @@ class DimView:
 
     @property
     def humans(self) -> list[str]:
-        return [f"human:{g}" for g in self.groups]
+        return [schema.human_subject(g) for g in self.groups]
 
     def series(self, subject: str, target: str) -> dict[str, float]:
         got = self.per_topic.get((subject, target))
-        if got is None and subject.startswith("human:") and target.startswith("human:"):
+        if got is None and subject.startswith(schema.HUMAN_PREFIX) and target.startswith(schema.HUMAN_PREFIX):
             got = self.per_topic.get((target, subject))
         return got or {}
 
@@ -64,10 +64,10 @@ class DimView:
         return [(a, b) for i, a in enumerate(hs) for b in hs[i + 1 :] if self.series(a, b)]
 
     def has_models(self) -> bool:
-        return any(k[0].startswith("model:") for k in self.per_topic)
+        return any(k[0].startswith(schema.MODEL_PREFIX) for k in self.per_topic)
 
     def model_has(self, model_id: str, mode: str) -> bool:
-        s = f"model:{model_id}:{mode}"
+        s = schema.model_subject(model_id, mode)
         return any(k[0] == s for k in self.per_topic)
 
 
@@ -128,9 +128,9 @@ def views(data: RunData, all_stats: dict[tuple[str, str], DimensionStats]) -> li
             subjects = set(sub["subject"])
             present = {split_model_subject(s)[0] for s in subjects if split_model_subject(s)}  # type: ignore[index]
             models = [m for m in data.models if m.id in present]
-            modes = [md for md in MODE_ORDER if any(f"model:{m.id}:{md}" in subjects for m in models)]
+            modes = [md for md in MODE_ORDER if any(schema.model_subject(m.id, md) in subjects for m in models)]
             modes += sorted({split_model_subject(s)[1] for s in subjects if split_model_subject(s)} - set(modes))  # type: ignore[index]
-            out.append(DimView(d, dim, labels, [g for g in data.groups if f"human:{g}" in subjects], models, modes, topics, per, dist, ntex, all_stats.get((d, dim))))
+            out.append(DimView(d, dim, labels, [g for g in data.groups if schema.human_subject(g) in subjects], models, modes, topics, per, dist, ntex, all_stats.get((d, dim))))
     return out
 
 
@@ -174,7 +174,7 @@ def baseline_shift(view: DimView) -> float | None:
 def divergent_topics(view: DimView, k: int = 2) -> list[str]:
     """Topics where default models are furthest from the groups (humans only: the groups from each other)."""
     score: dict[str, list[float]] = {}
-    keys = [(f"model:{m.id}:default", h) for m in view.models for h in view.humans] if view.has_models() else view.human_pairs()
+    keys = [(schema.model_subject(m.id, "default"), h) for m in view.models for h in view.humans] if view.has_models() else view.human_pairs()
     for s, t in keys:
         for topic, v in view.series(s, t).items():
             score.setdefault(topic, []).append(v)

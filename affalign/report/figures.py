@@ -17,6 +17,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from affalign import schema
 from affalign.report.analysis import MODE_ORDER, DimView
 from affalign.report.load import KIND_ORDER, KIND_TITLES, ModelInfo
 from affalign.stats import split_model_subject
@@ -127,10 +128,10 @@ def fig_default_alignment(view: DimView) -> Figure | None:
     offsets = np.linspace(-0.18, 0.18, k) if k > 1 else [0.0]
     handles = []
     for g, off in zip(view.groups, offsets, strict=True):
-        h = f"human:{g}"
+        h = schema.human_subject(g)
         xs, y, e = [], [], []
         for m in view.models:
-            ms = view.mean_std(f"model:{m.id}:default", h)
+            ms = view.mean_std(schema.model_subject(m.id, "default"), h)
             if ms is not None:
                 xs.append(ms[0])
                 e.append(ms[1])
@@ -174,11 +175,11 @@ def fig_steered_alignment(view: DimView) -> Figure | None:
     k = len(view.groups)
     offsets = np.linspace(-0.2, 0.2, k) if k > 1 else [0.0]
     for g, off in zip(view.groups, offsets, strict=True):
-        h = f"human:{g}"
+        h = schema.human_subject(g)
         for mode in [md for md in MODE_ORDER if md in view.modes] + [md for md in view.modes if md not in MODE_ORDER]:
             xs, y = [], []
             for m in view.models:
-                ms = view.mean_std(f"model:{m.id}:{mode}", h)
+                ms = view.mean_std(schema.model_subject(m.id, mode), h)
                 if ms is not None:
                     xs.append(ms[0])
                     y.append(ys[m.id] + off)
@@ -199,12 +200,12 @@ def fig_steered_alignment(view: DimView) -> Figure | None:
 def fig_topic_distributions(view: DimView, topic: str) -> Figure:
     """(c) Affect distribution of each group and each model/mode on one topic, grouped bars (Figs. 3/6)."""
     humans = [h for h in view.humans if (topic, h) in view.distributions]
-    models = [m for m in view.models if any((topic, f"model:{m.id}:{md}") in view.distributions for md in view.modes)]
+    models = [m for m in view.models if any((topic, schema.model_subject(m.id, md)) in view.distributions for md in view.modes)]
     panels: list[tuple[str, list[tuple[str, str]]]] = []
     if models:
         for m in models:
             bars = [(h, f"{tex_safe(h[6:], 24)} (humans)") for h in humans]
-            bars += [(f"model:{m.id}:{md}", "default prompting" if md == "default" else f"{tex_safe(md, 16)}-steered") for md in view.modes if (topic, f"model:{m.id}:{md}") in view.distributions]
+            bars += [(schema.model_subject(m.id, md), "default prompting" if md == "default" else f"{tex_safe(md, 16)}-steered") for md in view.modes if (topic, schema.model_subject(m.id, md)) in view.distributions]
             panels.append((f"{tex_safe(m.id, 50)} ({KIND_TITLES.get(m.kind, m.kind)})", bars))
     else:
         panels.append(("human groups", [(h, f"{tex_safe(h[6:], 24)} (humans)") for h in humans]))
@@ -216,7 +217,7 @@ def fig_topic_distributions(view: DimView, topic: str) -> Figure:
         width = 0.84 / max(1, len(bars))
         for j, (subject, label) in enumerate(bars):
             vec = view.distributions[(topic, subject)]
-            if subject.startswith("human:"):
+            if subject.startswith(schema.HUMAN_PREFIX):
                 color, hatch, edge = group_color(view, subject[6:]), None, "none"
             else:
                 mode = split_model_subject(subject)[1]  # type: ignore[index]
@@ -239,8 +240,8 @@ def heatmap_columns(view: DimView) -> list[tuple[str, str]]:
     for m in view.models:
         for md in view.modes:
             for h in view.humans:
-                if view.series(f"model:{m.id}:{md}", h):
-                    cols.append((f"model:{m.id}:{md}", h))
+                if view.series(schema.model_subject(m.id, md), h):
+                    cols.append((schema.model_subject(m.id, md), h))
     return cols
 
 
@@ -261,7 +262,7 @@ def fig_topic_heatmap(view: DimView) -> Figure | None:
     fig.colorbar(im, ax=ax, label="S", shrink=0.8)
 
     def col_label(s: str, t: str) -> str:
-        if s.startswith("human:"):
+        if s.startswith(schema.HUMAN_PREFIX):
             return f"{tex_safe(s[6:], 14)} vs {tex_safe(t[6:], 14)}"
         mid, md = split_model_subject(s)  # type: ignore[misc]
         return f"{tex_safe(mid, 22)} [{tex_safe(md[:3], 4)}] vs {tex_safe(t[6:], 12)}"
@@ -300,7 +301,7 @@ def fig_bias(view: DimView, summary_bias: dict[tuple[str, str], tuple[float, flo
         offsets = dict(zip(view.modes, np.linspace(-0.22, 0.22, len(view.modes)) if len(view.modes) > 1 else [0.0], strict=True))
         for mode in view.modes:
             for m in view.models:
-                s = f"model:{m.id}:{mode}"
+                s = schema.model_subject(m.id, mode)
                 iv = view.stats.bias(s, a, b) if view.stats is not None else None
                 y = ys[m.id] + offsets[mode]
                 color = {"default": "#333333", "liberal": "#1f77b4", "conservative": "#ff7f0e"}.get(mode, "#777777")

@@ -109,7 +109,7 @@ def load_run(run_dir: str, s3_endpoint: str | None = None, s3_region: str | None
 
     subjects = sorted(dists["subject"].unique().tolist())
     groups = [str(g) for g in doc.get("groups") or []]
-    present_groups = [s[len("human:") :] for s in subjects if s.startswith("human:")]
+    present_groups = [s[len(schema.HUMAN_PREFIX) :] for s in subjects if s.startswith(schema.HUMAN_PREFIX)]
     if not groups:
         groups = present_groups
     groups = [g for g in groups if g in present_groups]

@@ -17,6 +17,7 @@ from affalign.scorers.lexicon import LexiconScorer
 
 class FaultyScorer(LexiconScorer):
     name = "faulty"
+    option_keys = frozenset({"die_dir", "deaths", "poison"})  # a plugin declares the options it reads
 
     def score(self, texts: list[str]) -> dict[str, np.ndarray]:
         opts = self.spec.options
@@ -53,6 +54,7 @@ class RecordingScorer(LexiconScorer):
     ``options.log`` (so a test can see when scoring ran, from any process)."""
 
     name = "recording"
+    option_keys = frozenset({"log"})
 
     def score(self, texts: list[str]) -> dict[str, np.ndarray]:
         import time
