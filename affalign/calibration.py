@@ -5,7 +5,10 @@ runs the project's own statistics (:func:`affalign.stats.analyse_aggregated`, th
 :func:`affalign.stats.analyse` runs after summing texts by user and topic) and the report's own
 decisions (:mod:`affalign.report.calls`), and records which calls were made. A call made where the
 planted truth says the opposite (or nothing) is a false call; a call made where an effect of stated
-size was planted counts toward power.
+size was planted counts toward power. Beside the calls, every printed topic-averaged S (each model
+subject with each group, and the baseline) is checked against its planted value: the share of
+intervals entirely above it and entirely below it (2.5% each at 95%), and the share of estimates
+above it (:data:`CENTRING`, about half when the estimate is centred).
 
 **Humans.** Two groups, ``liberal`` (the larger) and ``conservative``. Per topic the larger group has
 ``n ~ log-uniform(human_min, human_max)`` tweets and the smaller ``n / r`` with ``r ~ U(ratio)``
@@ -261,6 +264,8 @@ CALLS: list[tuple[str, str, float | None]] = [
     ("steering raises alignment", "steering a no-op (both modes)", 0.025),
     ("steered modes told apart", "liberal and conservative steering identical", 0.05),
     ("steering removes/reverses/reduces the bias", "steering a no-op, default biased", 0.025),
+    ("S interval above the planted S", "every model-group pair and the baseline, topic-averaged S", 0.025),
+    ("S interval below the planted S", "every model-group pair and the baseline, topic-averaged S", 0.025),
     ("power: below the baseline", "S = baseline - effect", None),
     ("power: bias toward the group", "bias = effect", None),
     ("power: steering raises alignment", "raises S by effect", None),
@@ -269,9 +274,25 @@ CALLS: list[tuple[str, str, float | None]] = [
 ]
 
 
-def calls_of(st: DimensionStats) -> dict[str, list[bool]]:
-    """Every call of :data:`CALLS` made on one replicate (one bool per opportunity)."""
+# not a call: the share of printed S estimates above their planted value (about 50% when centred)
+CENTRING = "S estimate above the planted S"
+
+
+def calls_of(st: DimensionStats, tr: Truth | None = None) -> dict[str, list[bool]]:
+    """Every call of :data:`CALLS` made on one replicate (one bool per opportunity); with the planted
+    truth ``tr``, also whether each printed topic-averaged S interval misses its planted value
+    (and, under :data:`CENTRING`, whether the estimate lies above it)."""
     out: dict[str, list[bool]] = {name: [] for name, _, _ in CALLS}
+    out[CENTRING] = []
+    if tr is not None:
+        for s, t in [(m, g) for m in st.model_subjects for g in (LIB, CON)] + [(LIB, CON)]:
+            iv = st.alignment(s, t)
+            if iv is None:
+                continue
+            truth = float(np.mean([_s(a, b) for a, b in zip(tr.mu[s], tr.mu[t], strict=True)]))
+            out["S interval above the planted S"].append(iv.lo > truth)
+            out["S interval below the planted S"].append(iv.hi < truth)
+            out[CENTRING].append(iv.estimate > truth)
     for m, g in (("model:onbase-lib:default", LIB), ("model:onbase-con:default", CON)):
         sign = calls.vs_baseline_call(st, m, g)[0]  # type: ignore[index]
         out["below the baseline"].append(sign == -1)
@@ -294,14 +315,13 @@ def calls_of(st: DimensionStats) -> dict[str, list[bool]]:
 def replicate(sc: Scenario, rep: int, *, draws: int, methods: tuple[str, ...] = ("bc",), seed: int = 0, exact_max: int = 20_000) -> dict[str, dict[str, list[bool]]]:
     """One simulated run analysed once; its calls under each interval method (same replicates)."""
     rng = np.random.default_rng([seed, rep, zlib.crc32(sc.name.encode())])
-    aggs, _ = simulate(rng, sc, planted(sc, rep % sc.pools))
+    aggs, tr = simulate(rng, sc, planted(sc, rep % sc.pools))
     topics = [f"t{ti:02d}" for ti in range(sc.topics)]
     st = analyse_aggregated(aggs, GROUPS, topics=topics, dimensions=[DIM], draws=draws, seed=rep, exact_max=exact_max, key=sc.name)[DIM]
     out = {}
     for m in methods:
         st.interval = m
-        st._bc.clear()
-        out[m] = calls_of(st)
+        out[m] = calls_of(st, tr)
     return out
 
 
@@ -309,7 +329,7 @@ def replicate(sc: Scenario, rep: int, *, draws: int, methods: tuple[str, ...] = 
 class Tally:
     """Counts of calls over replicates: call -> [made, opportunities]."""
 
-    counts: dict[str, list[int]] = field(default_factory=lambda: {name: [0, 0] for name, _, _ in CALLS})
+    counts: dict[str, list[int]] = field(default_factory=lambda: {name: [0, 0] for name in [c[0] for c in CALLS] + [CENTRING]})
 
     def add(self, got: dict[str, list[bool]]) -> None:
         for name, flags in got.items():

@@ -23,6 +23,11 @@ never copies them. Every text goes through ``normalize_mftc`` and the frozen all
   subcorpora for calibration and per-label F1 thresholds; a head fitted on those five is scored on
   the held-out one (``--moral-heldout``, default Election). The shipped head is refitted on all six.
 
+Options measured for the student (default off; docs/offline_scorer.md, "Second attempt"):
+``--soft-weight``/``--soft-ratio`` (head distillation: the exact heads' probabilities as soft targets
+on texts without gold labels of a dimension), ``--student-dim 256``, ``--student-token-weights``
+(a learned weight per word piece), ``--student-from NPZ`` (reuse a student, train the heads only).
+
 Metrics: per-tweet (Jaccard, micro/macro-F1 at the thresholds) and distribution fidelity
 (``affalign.fidelity``: S(gold distribution, predicted distribution) in ``mean`` and ``threshold``
 modes). Besides the shipped heads, the npz keeps the two held-out evaluation heads (``emotion_eval``:
@@ -186,12 +191,27 @@ def tune_f1(y: np.ndarray, prob: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------------- heads
 
 
-def fit_mlp(x: np.ndarray, y: np.ndarray, args: argparse.Namespace, epochs: int, seed: int) -> list:
-    """One-hidden-layer MLP (input dropout, GELU, dropout), BCE, AdamW with a one-cycle schedule."""
+def fit_mlp(
+    x: np.ndarray,
+    y: np.ndarray,
+    args: argparse.Namespace,
+    epochs: int,
+    seed: int,
+    soft: tuple[np.ndarray, np.ndarray] | None = None,
+) -> list:
+    """One-hidden-layer MLP (input dropout, GELU, dropout), BCE, AdamW with a one-cycle schedule.
+
+    ``soft`` (features, teacher probabilities) adds head distillation: every step also takes a batch of
+    texts without gold labels of this dimension, whose targets are the teacher head's probabilities
+    (BCE with soft targets, weight ``--soft-weight``)."""
     import torch
 
     torch.manual_seed(seed)
     xt, yt = torch.from_numpy(np.ascontiguousarray(x, np.float32)), torch.from_numpy(y.astype(np.float32))
+    xs = ys = None
+    if soft is not None and len(soft[0]):
+        xs = torch.from_numpy(np.ascontiguousarray(soft[0], np.float32))
+        ys = torch.from_numpy(np.ascontiguousarray(soft[1], np.float32))
     lin0, lin1 = torch.nn.Linear(x.shape[1], args.hidden), torch.nn.Linear(args.hidden, y.shape[1])
     model = torch.nn.Sequential(torch.nn.Dropout(0.1), lin0, torch.nn.GELU(), torch.nn.Dropout(args.dropout), lin1)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
@@ -204,6 +224,9 @@ def fit_mlp(x: np.ndarray, y: np.ndarray, args: argparse.Namespace, epochs: int,
         for s in range(0, n, bs):
             i = perm[s : s + bs]
             loss = torch.nn.functional.binary_cross_entropy_with_logits(model(xt[i]), yt[i])
+            if xs is not None:
+                j = torch.randint(len(xs), (bs * args.soft_ratio,), generator=gen)
+                loss = loss + args.soft_weight * torch.nn.functional.binary_cross_entropy_with_logits(model(xs[j]), ys[j])
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -351,12 +374,16 @@ def distill(
     row_of[vocab] = np.arange(len(vocab))
 
     torch.manual_seed(args.seed)
-    emb = torch.nn.EmbeddingBag(len(vocab), args.student_dim, mode="mean")
+    emb = torch.nn.EmbeddingBag(len(vocab), args.student_dim, mode="sum")
     emb.weight.data = torch.from_numpy(e0.astype(np.float32))
     lin = torch.nn.Linear(args.student_dim, teacher.shape[1])
     lin.weight.data = torch.from_numpy(comp.T.astype(np.float32).copy())
     lin.bias.data = torch.from_numpy(mu.astype(np.float32))
+    # per-piece log weights of a weighted mean (learned SIF-like importance; all 0 = the plain mean)
+    log_w = torch.nn.Parameter(torch.zeros(len(vocab)), requires_grad=args.student_token_weights)
     params = [{"params": emb.parameters(), "lr": args.student_lr}, {"params": lin.parameters(), "lr": args.student_lr * 0.3}]
+    if args.student_token_weights:
+        params.append({"params": [log_w], "lr": args.student_lr})
     mapped = [row_of[r] for r in rows]
     mapped = [m[m >= 0] for m in mapped]
     keep = np.array([len(m) > 0 for m in mapped])
@@ -381,8 +408,11 @@ def distill(
         for s in range(0, n, bs):
             idx = perm[s : s + bs]
             flat = torch.from_numpy(np.concatenate([mapped[i] for i in idx]))
-            offsets = torch.from_numpy(np.cumsum([0] + [len(mapped[i]) for i in idx[:-1]]))
-            z = lin(emb(flat, offsets)).reshape(len(idx), -1, 384)
+            lengths = torch.tensor([len(mapped[i]) for i in idx])
+            offsets = torch.cumsum(lengths, 0) - lengths
+            w = torch.exp(log_w[flat])
+            denom = torch.zeros(len(idx)).index_add_(0, torch.repeat_interleave(torch.arange(len(idx)), lengths), w)
+            z = lin(emb(flat, offsets, per_sample_weights=w) / denom[:, None]).reshape(len(idx), -1, 384)
             loss = (1 - torch.nn.functional.cosine_similarity(z, target[idx], dim=2)).mean()
             if aux:
                 feat = torch.nn.functional.normalize(z, dim=2).reshape(len(idx), -1)
@@ -400,7 +430,9 @@ def distill(
     table = emb.weight.detach().numpy()
     scale = np.maximum(np.abs(table).max(axis=1), 1e-12) / 127.0
     q = np.clip(np.rint(table / scale[:, None]), -127, 127).astype(np.int8)
+    weights = {"static_token_weight": torch.exp(log_w).detach().numpy().astype(np.float32)} if args.student_token_weights else {}
     return {
+        **weights,
         "static_vocab_ids": vocab.astype(np.int32),
         "static_table_q": q,
         "static_table_scale": scale.astype(np.float32),
@@ -439,8 +471,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--student-dim", type=int, default=128)
     ap.add_argument("--student-min-count", type=int, default=2)
     ap.add_argument("--student-epochs", type=int, default=12)
+    ap.add_argument("--student-token-weights", action=argparse.BooleanOptionalAction, default=False, help="learn a weight per word piece (weighted mean instead of the plain mean)")
     ap.add_argument("--student-lr", type=float, default=3e-2)
     ap.add_argument("--student-label-weight", type=float, default=0.0, help="weight of auxiliary label losses (default 0: pure distillation; 0.5 leaked train labels into the CV thresholds)")
+    ap.add_argument("--soft-weight", type=float, default=0.0, help="head distillation (fast only): weight of the BCE on the exact heads' probabilities over texts without gold labels (0: off)")
+    ap.add_argument("--teacher-heads", type=Path, default=REPO / "affalign" / "data" / "scorers" / HEADS_RESOURCE, help="head distillation: the exact heads file")
+    ap.add_argument("--student-from", type=Path, default=None, help="reuse the student tables of this fast npz (skips distillation; heads only)")
+    ap.add_argument("--soft-ratio", type=int, default=1, help="head distillation: teacher-labelled texts per gold text in each step")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--batch-size", type=int, default=128, help="encoder batch size")
     args = ap.parse_args(argv)
@@ -469,6 +506,7 @@ def main(argv: list[str] | None = None) -> int:
     ho = args.moral_heldout
     extra: dict[str, np.ndarray] = {}
     student_meta: dict = {}
+    soft: dict[str, tuple[np.ndarray, np.ndarray] | None] = dict.fromkeys(("emotion", "emotion_eval", "moral", "moral_eval"))
     if args.encoder == "fast":
         # distil on text never used for held-out figures: SemEval train, five MFTC subcorpora, real tweets
         unlabelled = read_unlabelled(args.data, args.unlabelled_limit)
@@ -480,7 +518,11 @@ def main(argv: list[str] | None = None) -> int:
         n_mor = sum(len(mftc_text[c]) for c in MFTC_CORPORA if c != ho)
         y_mor5 = np.concatenate([mftc[c][1] for c in MFTC_CORPORA if c != ho])
         tasks = [(np.arange(n_sem), y_tr), (np.arange(n_sem, n_sem + n_mor), y_mor5)] if args.student_label_weight > 0 else None
-        extra = distill([normalize_mftc(t) for t in texts], teacher, args, tasks)
+        if args.student_from:
+            extra = load_bundle_file(args.student_from)[2]
+            args.student_dim = int(extra["static_table_q"].shape[1])
+        else:
+            extra = distill([normalize_mftc(t) for t in texts], teacher, args, tasks)
         student = StaticEncoder(extra)
 
         def feats(t: list[str]) -> np.ndarray:  # the scorer's own inference path
@@ -502,6 +544,33 @@ def main(argv: list[str] | None = None) -> int:
             },
         }
         print(f"  student cosine to teacher (held-out text): {student_meta['cosine_to_teacher']}", flush=True)
+        if args.soft_weight > 0:
+            # head distillation: the exact scorer's heads (offline_heads.npz) label, with probabilities, the
+            # distillation texts that have no gold label of a dimension (emotion: MFTC + real tweets; moral:
+            # SemEval train + real tweets). Evaluation heads learn from the teacher's evaluation heads (never
+            # fitted on SemEval dev or the held-out subcorpus), shipped heads from the shipped ones.
+            t_heads, t_meta, _ = load_bundle_file(args.teacher_heads)
+            if t_meta["metrics"]["moral"]["heldout_corpus"] != ho:
+                raise SystemExit(f"{HEADS_RESOURCE} holds out {t_meta['metrics']['moral']['heldout_corpus']}, not {ho}")
+            s_un = feats(unlabelled) if unlabelled else np.zeros((0, 1152), np.float32)
+            mftc5 = [c for c in MFTC_CORPORA if c != ho]
+            emo_t = np.concatenate([*(mftc[c][0] for c in mftc5), x_un])
+            emo_s = np.concatenate([*(s_mftc[c][0] for c in mftc5), s_un])
+            mor_t, mor_s = np.concatenate([x_tr, x_un]), np.concatenate([s_tr, s_un])
+            soft = {
+                "emotion_eval": (emo_s, t_heads["emotion_eval"](emo_t)),
+                "emotion": (emo_s, t_heads["emotion"](emo_t)),
+                "moral_eval": (mor_s, t_heads["moral_eval"](mor_t)),
+                "moral": (mor_s, t_heads["moral"](mor_t)),
+            }
+            student_meta["head_distillation"] = {
+                "teacher_heads": HEADS_RESOURCE,
+                "weight": args.soft_weight,
+                "ratio": args.soft_ratio,
+                "emotion_texts": int(len(emo_s)),
+                "moral_texts": int(len(mor_s)),
+            }
+            print(f"  head distillation on {len(emo_s)} (emotion) / {len(mor_s)} (moral) teacher-labelled texts", flush=True)
         x_tr, x_dv, mftc = s_tr, s_dv, s_mftc
     t_encoded = time.perf_counter()
 
@@ -511,13 +580,13 @@ def main(argv: list[str] | None = None) -> int:
     fold = rng.permutation(len(x_tr)) % args.folds
     oof = np.zeros(y_tr.shape, np.float32)
     for k in range(args.folds):
-        layers = fit_mlp(x_tr[fold != k], y_tr[fold != k], args, args.emotion_epochs, args.seed + k)
+        layers = fit_mlp(x_tr[fold != k], y_tr[fold != k], args, args.emotion_epochs, args.seed + k, soft["emotion_eval"])
         oof[fold == k] = logits(layers, EMOTION_LABELS, x_tr[fold == k])
     ac_emo, emo_cal = choose_calibration(oof, y_tr, fold)  # from out-of-fold logits of train only
     print(f"  calibration: {emo_cal}", flush=True)
     p_oof = sigmoid(oof * ac_emo[:, 0] + ac_emo[:, 1])
     t_emo = tune_jaccard(y_tr, p_oof)
-    emo_raw = fit_mlp(x_tr, y_tr, args, args.emotion_epochs, args.seed)
+    emo_raw = fit_mlp(x_tr, y_tr, args, args.emotion_epochs, args.seed, soft["emotion_eval"])
     emo_eval = calibrate(emo_raw, ac_emo)
     p_dv = predict(emo_eval, EMOTION_LABELS, x_dv)
     emotion_metrics = {
@@ -542,7 +611,7 @@ def main(argv: list[str] | None = None) -> int:
     ac_final = fit_platt(z_all, y_all) if emo_cal["chosen"] == "platt" else ac_emo
     t_emo_final = tune_jaccard(y_all, sigmoid(z_all * ac_final[:, 0] + ac_final[:, 1]))
     x_all = np.concatenate([x_tr, x_dv])
-    emo_final = calibrate(fit_mlp(x_all, y_all, args, args.emotion_epochs, args.seed), ac_final)
+    emo_final = calibrate(fit_mlp(x_all, y_all, args, args.emotion_epochs, args.seed, soft["emotion"]), ac_final)
     emotion_metrics["thresholds_final"] = dict(zip(EMOTION_LABELS, t_emo_final.tolist(), strict=True))
     emotion_metrics["shipped_on_dev_not_heldout"] = report(
         y_dv, predict(emo_final, EMOTION_LABELS, x_dv), EMOTION_LABELS, t_emo_final
@@ -560,6 +629,7 @@ def main(argv: list[str] | None = None) -> int:
             args,
             args.moral_epochs,
             args.seed + k,
+            soft["moral_eval"],
         )
         oof_z.append(logits(layers, MORAL_LABELS, mftc[g][0]))
         oof_y.append(mftc[g][1])
@@ -570,7 +640,7 @@ def main(argv: list[str] | None = None) -> int:
     op = sigmoid(oz * ac_mor[:, 0] + ac_mor[:, 1])
     t_mor = tune_f1(oy, op)
     x5, y5 = np.concatenate([mftc[c][0] for c in train_c]), np.concatenate([mftc[c][1] for c in train_c])
-    mor_raw = fit_mlp(x5, y5, args, args.moral_epochs, args.seed)
+    mor_raw = fit_mlp(x5, y5, args, args.moral_epochs, args.seed, soft["moral_eval"])
     mor_eval = calibrate(mor_raw, ac_mor)
     x_ho, y_ho = mftc[ho]
     p_ho = predict(mor_eval, MORAL_LABELS, x_ho)
@@ -599,7 +669,7 @@ def main(argv: list[str] | None = None) -> int:
     ac_mor_final = fit_platt(z6, y6) if mor_cal["chosen"] == "platt" else ac_mor
     t_mor_final = tune_f1(y6, sigmoid(z6 * ac_mor_final[:, 0] + ac_mor_final[:, 1]))
     mor_final = calibrate(
-        fit_mlp(np.concatenate([x5, x_ho]), np.concatenate([y5, y_ho]), args, args.moral_epochs, args.seed),
+        fit_mlp(np.concatenate([x5, x_ho]), np.concatenate([y5, y_ho]), args, args.moral_epochs, args.seed, soft["moral"]),
         ac_mor_final,
     )
     moral_metrics["thresholds_final"] = dict(zip(MORAL_LABELS, t_mor_final.tolist(), strict=True))

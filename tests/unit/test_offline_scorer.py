@@ -48,6 +48,8 @@ TEXTS = [
         ("so funny 😂😂", "so funny face with tears of joy face with tears of joy"),
         ("love it ❤️👍🏽", "love it red heart thumbs up"),
         ("Don’t do it &amp; stop", "do not do it stop"),
+        ("He's sure they'd go; CANT stop, we've seen it, you'll see, ain't it", "he is sure they would go can not stop we have seen it you will see is not it"),
+        ("Cannot, shan't: #StayHome", "can not shall not stay home"),
     ],
 )
 def test_normalize_mftc(raw, expected):
@@ -190,6 +192,38 @@ def test_fast_student_features_follow_the_teacher():
     assert cos.mean() > 0.7, cos  # held-out tweets: 0.83 on average
     # and the student is not the identity of any one text: shuffling texts breaks the match
     assert (ca[::-1] * cb).sum(2).mean() < cos.mean() - 0.05
+
+
+@needs_encoder
+def test_static_encoder_pools_a_weighted_mean_of_piece_vectors():
+    """The fast encoder's pooling: the mean of the pieces' vectors ([CLS], [SEP] included); with learned
+    per-piece weights the weighted mean (uniform weights = the plain mean; a heavy piece dominates)."""
+    import tokenizers
+
+    tok = tokenizers.Tokenizer.from_file(str(offline.encoder_dir() / "tokenizer.json"))
+    tok.no_padding()
+    ids = tok.encode("happy dog").ids  # [CLS] happy dog [SEP]
+    assert len(ids) == 4
+    rng = np.random.default_rng(0)
+    table = rng.normal(size=(4, 8)).astype(np.float32)
+    scale = np.abs(table).max(1) / 127.0
+    arrays = {
+        "static_vocab_ids": np.asarray(ids, np.int32),
+        "static_table_q": np.rint(table / scale[:, None]).astype(np.int8),
+        "static_table_scale": scale.astype(np.float32),
+        "static_proj_weight": np.zeros((8, 384), np.float32),
+        "static_proj_bias": np.ones(384, np.float32),
+    }
+    dequant = arrays["static_table_q"] * scale[:, None]
+    plain = offline.StaticEncoder(arrays).pooled(["happy dog", "dog"])
+    np.testing.assert_allclose(plain[0], dequant.mean(0), atol=1e-6)
+    np.testing.assert_allclose(plain[1], dequant[[0, 2, 3]].mean(0), atol=1e-6)
+    uniform = offline.StaticEncoder({**arrays, "static_token_weight": np.full(4, 3.0, np.float32)})
+    np.testing.assert_allclose(uniform.pooled(["happy dog"]), plain[:1], atol=1e-6)
+    heavy = offline.StaticEncoder({**arrays, "static_token_weight": np.array([1, 1e6, 1, 1], np.float32)})
+    np.testing.assert_allclose(heavy.pooled(["happy dog"])[0], dequant[1], atol=1e-4)
+    with pytest.raises(ValueError, match="token weights"):
+        offline.StaticEncoder({**arrays, "static_token_weight": np.ones(3, np.float32)})
 
 
 def test_thresholds_are_the_files_and_cut_the_labels_shown(capsys):
