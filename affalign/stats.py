@@ -71,6 +71,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from affalign import schema
 from affalign.schema import DIMENSIONS, human_subject
 
 MODES = ("mean", "threshold")
@@ -350,9 +351,9 @@ class Interval:
 
 def split_model_subject(subject: str) -> tuple[str, str] | None:
     """``model:<id>:<mode>`` -> (id, mode); None for any other subject."""
-    if not subject.startswith("model:"):
+    if not subject.startswith(schema.MODEL_PREFIX):
         return None
-    model_id, _, mode = subject[len("model:") :].rpartition(":")
+    model_id, mode = schema.parse_model_subject(subject)
     return (model_id, mode) if model_id else None
 
 
@@ -410,7 +411,7 @@ class DimensionStats:
     def _series(self, subject: str, target: str, raw: bool = False) -> dict[str, tuple[float, np.ndarray]]:
         key = (subject, target)
         got = self.reps.get(key)
-        if got is None and subject.startswith("human:") and target.startswith("human:"):
+        if got is None and subject.startswith(schema.HUMAN_PREFIX) and target.startswith(schema.HUMAN_PREFIX):
             key = (target, subject)
             got = self.reps.get(key)
         if not got or raw or self.interval not in ("bc", "bc1"):
@@ -488,19 +489,19 @@ class DimensionStats:
         parts = split_model_subject(subject)
         if parts is None or parts[1] == "default":
             return None
-        default = f"model:{parts[0]}:default"
+        default = schema.model_subject(parts[0], "default")
         return self.contrast([(1.0, subject, target), (-1.0, default, target)], test=True)
 
     def mode_contrast(self, model_id: str, target: str, first: str = "liberal", second: str = "conservative", level: float = LEVEL) -> Interval | None:
         """S(first-steered, target) - S(second-steered, target): does the model tell the two apart?"""
-        return self.contrast([(1.0, f"model:{model_id}:{first}", target), (-1.0, f"model:{model_id}:{second}", target)], test=True, level=level)
+        return self.contrast([(1.0, schema.model_subject(model_id, first), target), (-1.0, schema.model_subject(model_id, second), target)], test=True, level=level)
 
     def bias_change(self, subject: str, a: str, b: str) -> Interval | None:
         """Bias of a steered mode minus the bias of the default mode."""
         parts = split_model_subject(subject)
         if parts is None or parts[1] == "default":
             return None
-        default = f"model:{parts[0]}:default"
+        default = schema.model_subject(parts[0], "default")
         return self.contrast([(1.0, subject, a), (-1.0, subject, b), (-1.0, default, a), (1.0, default, b)], test=True)
 
     def human_pairs(self) -> list[tuple[str, str]]:

@@ -1,6 +1,6 @@
 """The decisions behind the report's research-question sentences, as functions of the statistics.
 
-:func:`affalign.report.build.research_questions` words these calls; the calibration suite
+:func:`affalign.report.prose.research_questions` words these calls; the calibration suite
 (:mod:`affalign.calibration`, ``benchmarks/bench_calibration.py``) counts how often each is made when
 the planted truth says it should not be. One place for both, so what is calibrated is what is printed.
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from affalign import schema
 from affalign.stats import LEVEL, DimensionStats, Interval, split_model_subject
 
 # outcomes of bias_change_call
@@ -38,7 +39,7 @@ def tells_apart_call(st: DimensionStats, model_id: str, humans: Sequence[str], f
 
     One question asked of several groups: Bonferroni, each interval at level ``1 - 0.05 / m`` for
     ``m`` groups, so that the chance of a "yes" for identical steered populations is at most 5%."""
-    m = sum(1 for h in humans if st.has(f"model:{model_id}:{first}", h) and st.has(f"model:{model_id}:{second}", h))
+    m = sum(1 for h in humans if st.has(schema.model_subject(model_id, first), h) and st.has(schema.model_subject(model_id, second), h))
     if m == 0:
         return None
     level = 1.0 - (1.0 - LEVEL) / m
@@ -58,7 +59,7 @@ def bias_change_call(st: DimensionStats, subject: str, a: str, b: str) -> tuple[
     parts = split_model_subject(subject)
     if parts is None:
         return None
-    bd, bs, ch = st.bias(f"model:{parts[0]}:default", a, b), st.bias(subject, a, b), st.bias_change(subject, a, b)
+    bd, bs, ch = st.bias(schema.model_subject(parts[0], "default"), a, b), st.bias(subject, a, b), st.bias_change(subject, a, b)
     if bd is None or bs is None or ch is None:
         return None
     against = bd.sign != 0 and ch.sign == -bd.sign

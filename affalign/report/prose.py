@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from affalign import stats
+from affalign import schema, stats
 from affalign.report import calls
 from affalign.report.analysis import Analysis, DimView, Settings, ViewResult
 from affalign.report.load import KIND_TITLES, ModelInfo, RunData
@@ -62,7 +62,7 @@ def _p(iv: Interval, bare: bool = False) -> str:
 
 
 def _g(subject: str) -> str:
-    return subject[len("human:") :] if subject.startswith("human:") else subject
+    return subject[len(schema.HUMAN_PREFIX) :] if subject.startswith(schema.HUMAN_PREFIX) else subject
 
 
 def _name(m: ModelInfo) -> str:
@@ -105,13 +105,13 @@ def research_questions(view: DimView) -> list[Answer]:
         answers.append(Answer("Human baseline", f"Human baseline (alignment between the groups, mean over {len(view.topics)} topics): {base_txt or 'not available (fewer than two groups)'}. "
                               "No model generations in this run: the questions about models do not apply."))
         return answers
-    models = [m for m in view.models if any(st.has(f"model:{m.id}:default", h) for h in humans)]
+    models = [m for m in view.models if any(st.has(schema.model_subject(m.id, "default"), h) for h in humans)]
 
     # 1. below the baseline by default
     a1 = Answer("Is every model below the human baseline (default prompting)?", "")
     signs: list[int] = []
     for m in models:
-        s = f"model:{m.id}:default"
+        s = schema.model_subject(m.id, "default")
         for h in humans:
             got, iv, base = calls.vs_baseline_call(st, s, h), st.alignment(s, h), st.baseline(h)
             if got is None or iv is None or base is None:
@@ -138,7 +138,7 @@ def research_questions(view: DimView) -> list[Answer]:
     tally: dict[str, int] = {}
     for a, b in pairs:
         for m in models:
-            got = calls.bias_call(st, f"model:{m.id}:default", a, b)
+            got = calls.bias_call(st, schema.model_subject(m.id, "default"), a, b)
             if got is None:
                 continue
             sign, iv = got
@@ -202,10 +202,10 @@ def research_questions(view: DimView) -> list[Answer]:
         counted = m in instruct
         tag = "" if counted else "(not counted) "
         for md in steered_modes:
-            s = f"model:{m.id}:{md}"
+            s = schema.model_subject(m.id, md)
             if not any(st.has(s, h) for h in humans):
                 continue
-            target = f"human:{md}" if f"human:{md}" in humans else None
+            target = schema.human_subject(md) if schema.human_subject(md) in humans else None
             if target is None:
                 unmatched.append(md)
             else:
@@ -283,7 +283,7 @@ def table_alignment(view: DimView) -> Table:
     """Alignment of every pair, mean over topics, with its interval."""
     head = ["subject", "target", "S (plug-in, mean over topics)", "std over topics", "S (estimate)", "95% interval", "topics"]
     rows = []
-    keys = list(view.human_pairs()) + [(f"model:{m.id}:{md}", h) for m in view.models for md in view.modes for h in view.humans]
+    keys = list(view.human_pairs()) + [(schema.model_subject(m.id, md), h) for m in view.models for md in view.modes for h in view.humans]
     for s, t in keys:
         ms = view.mean_std(s, t)
         if ms is None:
@@ -302,7 +302,7 @@ def table_bias(view: DimView) -> Table:
     for a, b in view.human_pairs():
         for m in view.models:
             for md in view.modes:
-                iv = view.stats.bias(f"model:{m.id}:{md}", a, b)
+                iv = view.stats.bias(schema.model_subject(m.id, md), a, b)
                 if iv is None:
                     continue
                 call = {1: f"closer to {_g(a)}", -1: f"closer to {_g(b)}", 0: "not resolved"}[iv.sign]
@@ -319,7 +319,7 @@ def table_steering(view: DimView) -> Table:
     for m in view.models:
         for md in [x for x in view.modes if x != "default"]:
             for h in view.humans:
-                iv = view.stats.steering(f"model:{m.id}:{md}", h)
+                iv = view.stats.steering(schema.model_subject(m.id, md), h)
                 if iv is None:
                     continue
                 call = {1: "raises S", -1: "lowers S", 0: "not resolved"}[iv.sign]
