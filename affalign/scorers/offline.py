@@ -55,6 +55,7 @@ from typing import Any
 
 import numpy as np
 
+from affalign import devices
 from affalign.schema import DIMENSIONS
 from affalign.scorers.base import AffectScorer
 
@@ -254,14 +255,9 @@ def encoder_dir() -> Path:
     )
 
 
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device in (None, "", "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"scoring.device is {device!r} but CUDA is not available")
-    return device
+def resolve_device(device: str | None) -> str:
+    """See :func:`affalign.devices.resolve_device` (``cuda:N`` mapped inside a Ray GPU actor)."""
+    return devices.resolve_device(device, "scoring.device")
 
 
 class MiniLMEncoder:
@@ -287,7 +283,7 @@ class MiniLMEncoder:
         if dtype in ("bfloat16", "float16") and on_cuda:
             self.autocast: Any = getattr(torch, dtype)
         elif dtype == "auto" and on_cuda:
-            self.autocast = torch.bfloat16
+            self.autocast = devices.auto_dtype(self.device, "scoring.dtype")  # bf16 only where the GPU runs it
         else:
             self.autocast = None
         self.hidden = int(self.model.config.hidden_size)
