@@ -89,8 +89,8 @@ class RunDir:
     def exists(self, *parts: str) -> bool:
         return self.fs.get_file_info(self.path(*parts)).type != pafs.FileType.NotFound
 
-    def _tmp(self, name: str) -> str:
-        tmp_dir = self.path("_tmp")
+    def _tmp(self, name: str, tmp_dir: str = "_tmp") -> str:
+        tmp_dir = self.path(tmp_dir)
         self.fs.create_dir(tmp_dir, recursive=True)
         return posixpath.join(tmp_dir, f"{uuid.uuid4().hex}-{posixpath.basename(name)}")
 
@@ -100,8 +100,8 @@ class RunDir:
             out.write(data)
         return self._move(tmp, rel)
 
-    def publish_table(self, rel: str, table: pa.Table) -> str:
-        tmp = self._tmp(rel)
+    def publish_table(self, rel: str, table: pa.Table, tmp_dir: str = "_tmp") -> str:
+        tmp = self._tmp(rel, tmp_dir)
         with self.fs.open_output_stream(tmp) as out:
             pq.write_table(table, out, compression="zstd")
         return self._move(tmp, rel)
@@ -146,8 +146,9 @@ class RunDir:
 
     # -- parts, markers -------------------------------------------------------------------------
 
-    def write_part(self, rel_dir: str, table: pa.Table, key_columns: tuple[str, ...]) -> str:
-        """Publish ``table`` as one part of ``rel_dir``, named by a hash of its ``key_columns``."""
+    def write_part(self, rel_dir: str, table: pa.Table, key_columns: tuple[str, ...], tmp_dir: str = "_tmp") -> str:
+        """Publish ``table`` as one part of ``rel_dir``, named by a hash of its ``key_columns``
+        (written first under ``tmp_dir``: a writer that cleans its own temp files gets its own)."""
         h = hashlib.sha256()
         for col in key_columns:
             arr = table.column(col)
@@ -155,7 +156,7 @@ class RunDir:
                 h.update(np.ascontiguousarray(arr.to_numpy()).astype(np.int64).tobytes())
             else:
                 h.update("\n".join(sorted(str(v) for v in arr.to_pylist())).encode())
-        return self.publish_table(posixpath.join(rel_dir, f"{PART_PREFIX}{h.hexdigest()[:24]}.parquet"), table)
+        return self.publish_table(posixpath.join(rel_dir, f"{PART_PREFIX}{h.hexdigest()[:24]}.parquet"), table, tmp_dir)
 
     def read_parts(self, rel_dir: str, columns: list[str] | None = None, what: str = "part") -> list[pa.Table]:
         """Every readable part file under ``rel_dir`` (recursively); unreadable ones are deleted."""
@@ -178,9 +179,10 @@ class RunDir:
     def mark_done(self, rel_dir: str) -> None:
         self.publish_bytes(posixpath.join(rel_dir, DONE_MARKER), b"")
 
-    def clean_temp(self) -> int:
-        """Remove temp files a killed writer left in ``_tmp/``; returns how many."""
-        infos = self.fs.get_file_info(pafs.FileSelector(self.path("_tmp"), recursive=True, allow_not_found=True))
+    def clean_temp(self, tmp_dir: str = "_tmp") -> int:
+        """Remove temp files a killed writer left in ``tmp_dir``; returns how many. Only for a
+        ``tmp_dir`` no other writer of the run is using at the time."""
+        infos = self.fs.get_file_info(pafs.FileSelector(self.path(tmp_dir), recursive=True, allow_not_found=True))
         stale = [i.path for i in infos if i.is_file]
         for p in stale:
             self.fs.delete_file(p)

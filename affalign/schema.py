@@ -121,10 +121,6 @@ def is_model_subject(subject: str) -> bool:
     return subject.startswith(MODEL_PREFIX)
 
 
-def is_human_subject(subject: str) -> bool:
-    return subject.startswith(HUMAN_PREFIX)
-
-
 def parse_model_subject(subject: str) -> tuple[str, str]:
     """(model id, mode) of a model subject; model ids may contain ':'."""
     if not is_model_subject(subject):

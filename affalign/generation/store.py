@@ -36,6 +36,9 @@ log = logging.getLogger("affalign")
 
 GENERATIONS = "generations"
 SHARD_KEYS: tuple[str, ...] = ("model", "dataset", "topic", "mode")
+# the store's own temp directory: cleaning it at the start of a generation pass cannot touch a
+# part another writer (the scoring of the previous model, in the background) is publishing
+TMP_DIR = "_tmp/generations"
 
 
 def safe_id(model_id: str) -> str:
@@ -68,7 +71,7 @@ class GenerationStore:
 
     def clean_temp(self) -> int:
         """Remove temp files left by a killed writer; returns how many."""
-        return self.run.clean_temp()
+        return self.run.clean_temp(TMP_DIR)
 
     def write_batch(self, batch: pa.Table) -> list[str]:
         """Write a batch of finished rows: one part per shard it touches. Returns the part paths."""
@@ -81,7 +84,7 @@ class GenerationStore:
         paths = []
         for key, rows in groups.items():
             part = batch.take(pa.array(rows, pa.int64())) if len(groups) > 1 else batch
-            paths.append(self.run.write_part(shard_dir(*key), part, ("plan_id",)))
+            paths.append(self.run.write_part(shard_dir(*key), part, ("plan_id",), TMP_DIR))
         return paths
 
     def read_parts(self, columns: list[str] | None = None) -> list[pa.Table]:

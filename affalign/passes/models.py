@@ -245,8 +245,7 @@ def score_generations(
             schema.REASON: reason,
         }
     )
-    stages = scoring_stages(cfg.scoring, placement, budget)
-    prefetch(stages)
+    stages = scoring_stages(cfg.scoring, placement, budget)  # prefetched once, by run_models
     # streamed to the driver (not to_arrow_refs): the driver counts rows for the progress display
     ds = apply_stages(ray.data.from_arrow(table), stages, placement.resources, extra_pools=other_pools, extra_gpu_pools=other_gpu_pools)
     parts: list[pa.Table] = []
@@ -295,7 +294,9 @@ def run_models(
     for model in models:
         placement.check_generation(model)  # before any model generates
     active = [m for m in models if pc.any(pc.equal(plan.column("model"), m.id)).as_py()]
-    score_gpus = [st.resources.num_gpus for st in scoring_stages(cfg.scoring, placement, budget) if st.resources.actor]
+    score_stages = scoring_stages(cfg.scoring, placement, budget)
+    prefetch(score_stages)  # once for every model's scoring pass, before any actor starts
+    score_gpus = [st.resources.num_gpus for st in score_stages if st.resources.actor]
     overlap = len(active) > 1 and placement.overlap_generation_and_scoring(active, score_gpus)
     if len(active) > 1 and not overlap:
         log.info("generation: scoring each model's responses after it generates (the GPUs do not hold both pools at once)")

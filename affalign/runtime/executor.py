@@ -48,9 +48,6 @@ class PassWork:
         parts = [t for t in self.run.read_parts(self.rel, list(self.key_columns), what="partial output") if t.num_rows]
         return pa.concat_tables(parts) if parts else None
 
-    def parts(self) -> list[str]:
-        return self.run.list_files(self.rel)
-
 
 def prune_stale_work(run: RunDir, current: list[PassWork], kinds: tuple[str, ...]) -> None:
     """Delete work directories of ``kinds`` that belong to other inputs or configs (never resumable)."""

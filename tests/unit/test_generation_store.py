@@ -79,9 +79,9 @@ def test_unreadable_part_is_deleted_and_regenerated(tmp_path, plan):
     bad = store.write_batch(fake_outputs(plan.slice(12, 4)))[0]
     with open(bad, "r+b") as f:  # truncate: as if the disk lost its tail
         f.truncate(os.path.getsize(bad) // 2)
-    # a temp file left by a killed writer (the run directory's _tmp/) is not a part
-    os.makedirs(os.path.join(root, "_tmp"), exist_ok=True)
-    tmp = os.path.join(root, "_tmp", "deadbeef-part.parquet")
+    # a temp file left by a killed writer (the store's temp directory) is not a part
+    os.makedirs(os.path.join(root, "_tmp", "generations"), exist_ok=True)
+    tmp = os.path.join(root, "_tmp", "generations", "deadbeef-part.parquet")
     with open(tmp, "wb") as f:
         f.write(b"PAR1 half")
     left = remaining(plan, root)

@@ -162,6 +162,7 @@ def _events_of_run_models(monkeypatch, cluster):
 
     monkeypatch.setattr(passes_models, "run_generation", generate)
     monkeypatch.setattr(passes_models, "_score_planned", score)
+    monkeypatch.setattr(passes_models, "prefetch", lambda stages: None)  # no hub model to fetch here
     monkeypatch.setattr(passes_models, "read_generations", lambda out: pa.table({"plan_id": pa.array([], pa.string()), "text": pa.array([], pa.string())}))
 
     class _Out:
