@@ -71,10 +71,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from affalign import schema
+from affalign import metrics, schema
 from affalign.schema import DIMENSIONS, human_subject
 
-MODES = ("mean", "threshold")
+MODES = metrics.MODES  # the distribution modes, defined once
 INTERVALS = ("bc", "bc1", "percentile", "basic")
 DEFAULT_INTERVAL = "bc"
 DEFAULT_N_GRID: tuple[int, ...] = (250, 500, 1000, 2000)

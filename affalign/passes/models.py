@@ -138,12 +138,14 @@ def run_generation(
     other_pools: int = 0,
     no_progress_timeout_s: float | None = None,
     gpus_reserved: float = 0.0,
+    models_checked: bool = False,
 ) -> dict[str, Any]:
     """Generate the plan rows not yet stored in ``run`` (a RunDir, or a local path or URI); returns counts.
 
     ``other_pools``: actor pools of other datasets running beside this one (they share the CPUs);
     ``gpus_reserved``: GPUs those pools hold (generation never takes them);
-    ``no_progress_timeout_s``: fail a stalled pass with a clear message (see runtime.executor).
+    ``no_progress_timeout_s``: fail a stalled pass with a clear message (see runtime.executor);
+    ``models_checked``: the caller already ran the placement's checks on ``models`` (no second warning).
 
     Counts: ``planned`` (plan rows), ``already_done`` (rows found in the store at the start),
     ``generated`` (rows generated now without error), ``errors`` (rows that failed now; retried
@@ -164,7 +166,8 @@ def run_generation(
     placement = Placement.from_cluster(cluster_resources)
     for model in models:
         preflight_model(model)
-        placement.check_generation(model)
+        if not models_checked:
+            placement.check_generation(model)
 
     import ray.data
     started = time.monotonic()
@@ -313,6 +316,7 @@ def run_models(
                 other_pools=score_pools,
                 no_progress_timeout_s=cfg.ray.no_progress_timeout_s,
                 gpus_reserved=sum(score_gpus) if overlap else 0.0,
+                models_checked=True,
             )
             for key in ("already_done", "generated", "errors"):
                 counts[key] += got[key]

@@ -82,15 +82,23 @@ def stall_report(pass_name: str, stages: list[Stage], cluster: dict[str, float],
         "Its stages and what one replica of each asks for:",
     ]
     waits = []
-    for st in stages:
-        kw = map_batches_kwargs(st, cluster, pools=pools)
+    kws = [map_batches_kwargs(st, cluster, pools=pools) for st in stages]
+    # GPUs this pass's own actors hold at their pools' minimum size: when the GPUs in use are no
+    # more than that, a stage "short of a GPU" is most likely waiting on its own actors that are
+    # still starting (a model loading), not on another job.
+    own_gpus = sum(float(kw.get("num_gpus", 0) or 0) * (kw["compute"].min_size if "compute" in kw else 0) for kw in kws)
+    gpus_in_use = float(cluster.get("GPU", 0)) - free.get("GPU", 0)
+    for st, kw in zip(stages, kws, strict=True):
         kind = f"actor pool of {kw['compute'].min_size}-{kw['compute'].max_size}" if "compute" in kw else "tasks"
         gpus = float(kw.get("num_gpus", 0) or 0)
         lines.append(f"  - {st.name} ({type(st).__name__}): {kind}, {kw['num_cpus']:g} CPU, {gpus:g} GPU each")
         if gpus > float(cluster.get("GPU", 0)):
             waits.append(f"stage {st.name} waits for a GPU ({gpus:g} per actor) that the cluster does not have")
         elif gpus > free.get("GPU", 0) + 1e-9:
-            waits.append(f"stage {st.name} waits for a free GPU")
+            if free and gpus_in_use <= own_gpus + 1e-9:
+                waits.append(f"stage {st.name}: the GPUs in use ({gpus_in_use:g}) are this pass's own actors' ({own_gpus:g}); they may still be starting (loading a model)")
+            else:
+                waits.append(f"stage {st.name} waits for a free GPU (other work holds {gpus_in_use - own_gpus:g})")
         if kw["num_cpus"] > free.get("CPU", 0) + 1e-9:
             waits.append(f"stage {st.name} waits for {kw['num_cpus']:g} free CPU")
     lines.append("Waiting: " + ("; ".join(waits) if waits else "no stage lacks resources: a replica is stuck or far slower than the timeout (a model loading?)"))

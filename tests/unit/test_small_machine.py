@@ -82,3 +82,16 @@ def test_stall_report_names_the_stage_and_the_resource_it_waits_for():
     assert "human pass made no progress for 30s" in msg
     assert "score (AffectScoreStage)" in msg and "waits for a GPU" in msg
     assert "ray.no_progress_timeout_s" in msg
+
+
+def test_stall_report_tells_own_starting_actors_from_other_work(monkeypatch):
+    """The report said "waits for a free GPU" while the GPU was held by the stage's own actor,
+    still loading its model; it now says which."""
+    import ray
+
+    stage = AffectScoreStage(ScorerSpec(scorer="lexicon", num_gpus=1), ("emotion",))
+    monkeypatch.setattr(ray, "available_resources", lambda: {"CPU": 1.0, "GPU": 0.0})
+    own = stall_report("human pass", [stage], {"CPU": 2.0, "GPU": 1.0}, 30)
+    assert "this pass's own actors" in own and "still be starting" in own and "other work" not in own
+    other = stall_report("human pass", [stage], {"CPU": 2.0, "GPU": 2.0}, 30)
+    assert "waits for a free GPU (other work holds 1)" in other
