@@ -327,19 +327,70 @@ def replicate(sc: Scenario, rep: int, *, draws: int, methods: tuple[str, ...] = 
 
 @dataclass
 class Tally:
-    """Counts of calls over replicates: call -> [made, opportunities]."""
+    """Counts of calls over replicates: call -> [made, opportunities], and the same per replicate
+    (the opportunities of one replicate share its human samples, so they are not independent)."""
 
     counts: dict[str, list[int]] = field(default_factory=lambda: {name: [0, 0] for name in [c[0] for c in CALLS] + [CENTRING]})
+    per_replicate: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
 
     def add(self, got: dict[str, list[bool]]) -> None:
         for name, flags in got.items():
-            self.counts[name][0] += int(sum(flags))
-            self.counts[name][1] += len(flags)
+            made, n = int(sum(flags)), len(flags)
+            self.counts[name][0] += made
+            self.counts[name][1] += n
+            self.per_replicate.setdefault(name, []).append((made, n))
+
+    def merge(self, other: Tally) -> None:
+        for name, (made, n) in other.counts.items():
+            self.counts[name][0] += made
+            self.counts[name][1] += n
+        for name, reps in other.per_replicate.items():
+            self.per_replicate.setdefault(name, []).extend(reps)
 
     def rate(self, name: str) -> tuple[float, float, int]:
-        """(rate, Monte Carlo standard error, opportunities)."""
+        """(rate, Monte Carlo standard error, opportunities).
+
+        The standard error treats each replicate as a cluster of its opportunities (the ratio
+        estimator's sandwich variance, ``R / (R - 1)`` small-sample factor): the 23 S intervals of a
+        replicate, or its two baseline calls, share its human samples and miss together. With no
+        call made it falls back to the binomial figure at half a call (never 0)."""
         made, n = self.counts[name]
         if n == 0:
             return float("nan"), float("nan"), 0
         p = made / n
-        return p, math.sqrt(max(p * (1 - p), 0.25 / n) / n), n
+        binomial = math.sqrt(max(p * (1 - p), 0.25 / n) / n)
+        reps = self.per_replicate.get(name, [])
+        if made == 0 or len(reps) < 2:
+            return p, binomial, n
+        m = np.array(reps, dtype=np.float64)
+        resid = m[:, 0] - p * m[:, 1]
+        clustered = math.sqrt(float(resid @ resid) * len(m) / (len(m) - 1)) / n
+        return p, clustered, n
+
+
+def excess_p_value(tally: Tally, name: str, nominal: float) -> float:
+    """One-sided p-value of "the false-call rate is at most ``nominal``" (normal approximation with
+    the replicate-clustered standard error): small when the rate is above nominal beyond Monte
+    Carlo error."""
+    from scipy.stats import norm
+
+    p, se, n = tally.rate(name)
+    if n == 0:
+        return 1.0
+    return float(norm.sf((p - nominal) / se))
+
+
+def holm(p_values: dict[str, float]) -> dict[str, float]:
+    """Holm-adjusted p-values (family-wise error over all the cells judged at once)."""
+    order = sorted(p_values, key=p_values.get)  # type: ignore[arg-type]
+    out, running = {}, 0.0
+    for i, key in enumerate(order):
+        running = max(running, min(1.0, (len(order) - i) * p_values[key]))
+        out[key] = running
+    return out
+
+
+# Bradley (1978), "Robustness?", Br. J. Math. Stat. Psychol. 31: a test's size is robust when its
+# rejection rate lies within [0.9, 1.1] x nominal (stringent) or [0.5, 1.5] x nominal (liberal).
+BRADLEY_STRINGENT = 1.1
+BRADLEY_LIBERAL = 1.5

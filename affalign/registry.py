@@ -9,18 +9,53 @@ importable on every node. Every class is checked against the registry's base cla
 from __future__ import annotations
 
 import importlib
-from typing import Generic, TypeVar
+from collections.abc import Iterable, Mapping
+from typing import Any, Generic, TypeVar
 
 from affalign.errors import ConfigError
 
 T = TypeVar("T")
 
+# The options a plugin reads: name -> the type (or tuple of types) its value must have; ``object``
+# takes any value. A plain set of names (how plugins declared them before types) takes any value.
+OptionTypes = Mapping[str, Any]
 
-def check_options(options: dict, allowed: frozenset[str] | set[str], where: str) -> None:
-    """A ConfigError naming an option key nobody reads (a typo would otherwise be ignored)."""
-    unknown = sorted(set(options) - set(allowed))
+
+def option_types(*declared: OptionTypes | Iterable[str]) -> dict[str, Any]:
+    """One name -> type mapping from several declarations (later ones win)."""
+    out: dict[str, Any] = {}
+    for d in declared:
+        out.update(d if isinstance(d, Mapping) else dict.fromkeys(d, object))
+    return out
+
+
+def _accepts(want: Any, value: Any) -> bool:
+    wants = want if isinstance(want, tuple) else (want,)
+    if object in wants:
+        return True
+    if isinstance(value, bool):  # a bool is an int to isinstance: accept it only where a bool is wanted
+        return bool in wants
+    if isinstance(value, int) and float in wants:
+        return True
+    return isinstance(value, wants)
+
+
+def _type_names(want: Any) -> str:
+    wants = want if isinstance(want, tuple) else (want,)
+    words = {bool: "true or false", int: "an integer", float: "a number", str: "a string", list: "a list", dict: "a mapping"}
+    return " or ".join(words.get(w, w.__name__) for w in wants)
+
+
+def check_options(options: Mapping[str, Any], allowed: OptionTypes | Iterable[str], where: str) -> None:
+    """A ConfigError naming an option nobody reads (a typo would otherwise be ignored) or a value of
+    the wrong type (``seq2seq: "false"`` would otherwise read as true). ``None`` leaves the default."""
+    types = option_types(allowed)
+    unknown = sorted(set(options) - set(types))
     if unknown:
-        raise ConfigError(f"{where}.options: unknown option {unknown[0]!r} (known: {', '.join(sorted(allowed)) or 'none'})")
+        raise ConfigError(f"{where}.options: unknown option {unknown[0]!r} (known: {', '.join(sorted(types)) or 'none'})")
+    for key, value in options.items():
+        if value is not None and not _accepts(types[key], value):
+            raise ConfigError(f"{where}.options.{key}: expected {_type_names(types[key])}, got {value!r}")
 
 
 class Registry(Generic[T]):

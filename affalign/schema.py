@@ -117,6 +117,12 @@ HUMAN_PREFIX = "human:"
 MODEL_PREFIX = "model:"
 
 
+def model_label(model_id: str) -> str:
+    """Label of a model across its prompting modes (a contrast of two modes): ``model:<id>``, no mode.
+    Not a subject: :func:`parse_model_subject` would read its last ``:`` part as a mode."""
+    return f"{MODEL_PREFIX}{model_id}"
+
+
 def is_model_subject(subject: str) -> bool:
     return subject.startswith(MODEL_PREFIX)
 

@@ -32,7 +32,19 @@ sys.path.insert(0, str(ROOT))
 
 from provenance import cpu_model, git_commit  # noqa: E402  (benchmarks/ is the script directory)
 
-from affalign.calibration import CALLS, CENTRING, Scenario, Tally, check_truth, planted, replicate  # noqa: E402
+from affalign.calibration import (  # noqa: E402
+    BRADLEY_LIBERAL,
+    BRADLEY_STRINGENT,
+    CALLS,
+    CENTRING,
+    Scenario,
+    Tally,
+    check_truth,
+    excess_p_value,
+    holm,
+    planted,
+    replicate,
+)
 
 SCENARIOS = (
     Scenario("10 topics, baseline S 0.94", topics=10, baseline_s=0.94, effect=0.005),
@@ -87,9 +99,8 @@ def main(argv: list[str] | None = None) -> int:
 
     pooled = {m: Tally() for m in METHODS}
     for (_, m), t in tallies.items():
-        for name, (made, n) in t.counts.items():
-            pooled[m].counts[name][0] += made
-            pooled[m].counts[name][1] += n
+        pooled[m].merge(t)
+    verdict = judge(tallies, pooled)
     head = ["call", "planted truth", "nominal"] + [f"{sc.name} (bc)" for sc in SCENARIOS] + ["all (bc)", "all, bc1 (previous default)", "all, percentile"]
     rows = []
     for name, truth, nominal in [*CALLS, (CENTRING, "as the S interval rows", None)]:
@@ -103,14 +114,12 @@ def main(argv: list[str] | None = None) -> int:
             r, se, _ = pooled[m].rate(name)
             row.append(_fmt(r, se))
         rows.append(row)
-    over = [name for name, _, nominal in CALLS if nominal is not None and pooled["bc"].rate(name)[0] > nominal + 2 * pooled["bc"].rate(name)[1]]
-    above = [name for name, _, nominal in CALLS if nominal is not None and pooled["bc"].rate(name)[0] > nominal]
     table = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows]
     eff = SCENARIOS[0].effect
     text = "\n".join(
         [
             "",
-            "## Calibration of the report's calls, two-stage bias correction (issue 11) — `benchmarks/bench_calibration.py`",
+            "## Calibration of the report's calls, with a verdict on Monte Carlo error (issue 11) — `benchmarks/bench_calibration.py`",
             "",
             f"- date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; commit {git_commit()}; {cpu_model()}, {os.cpu_count()} CPUs, 1 process (1 BLAS thread); "
             f"{args.note + ' ' if args.note else ''}(the figures are rates, fixed by the seeds and the replicate count; the time budget only sets how many replicates); wall {wall:.0f} s.",
@@ -119,11 +128,11 @@ def main(argv: list[str] | None = None) -> int:
             "users with 1–200 tweets (heavy-tailed), per-user random effects shared across topics, 10% of a user's tweets also in a second topic; "
             "11 model subjects with 2,000 generations per topic and mode; populations planted exactly (root-finding to 1e-14; checked); 4 population sets per scenario.",
             f"- rates: calls made ÷ opportunities (2 per replicate for the baseline and steering rows, 23 for the S interval rows: 11 model subjects × 2 groups and the baseline, 1 otherwise), "
-            "± Monte Carlo standard error sqrt(p(1−p)/n) (the S interval rows' opportunities within a replicate share its human samples, so their true s.e. is larger). "
+            "± Monte Carlo standard error with each replicate a cluster of its opportunities (they share its human samples; `affalign.calibration.Tally.rate`). "
             f"Power rows at the stated effect: {eff} in S (below the baseline; bias; steering raises S with the target group), a {2 * eff} bias removed by steering.",
-            "- 'bc' is now the two-stage correction (divergence scale, then the square root's own bias on the S scale; `affalign/stats.py` `bias_corrected`); "
-            "'bc1' the one-stage divergence-scale correction that was the default until this section; 'percentile' the uncorrected percentile interval; all three judge the same replicates. "
-            f"Calls whose bc rate exceeds nominal + 2 s.e.: {', '.join(over) if over else 'none'}; whose bc rate exceeds nominal at all: {', '.join(above) if above else 'none'}.",
+            "- 'bc' is the default two-stage correction (divergence scale, then the square root's own bias on the S scale; `affalign/stats.py` `bias_corrected`); "
+            "'bc1' the one-stage divergence-scale correction; 'percentile' the uncorrected percentile interval; all three judge the same replicates.",
+            *verdict,
             "",
             *table,
             "",
@@ -134,6 +143,33 @@ def main(argv: list[str] | None = None) -> int:
         with (ROOT / "benchmarks" / "RESULTS.md").open("a", encoding="utf-8") as f:
             f.write(text)
     return 0
+
+
+def judge(tallies: dict[tuple[str, str], Tally], pooled: dict[str, Tally]) -> list[str]:
+    """The verdict lines on the default method's false-call rates: which cells are above nominal
+    beyond Monte Carlo error (one-sided, unadjusted and Holm-adjusted over every cell judged), and
+    Bradley's (1978) criteria (rate at most 1.1x nominal pooled; at most 1.5x in every scenario)."""
+    cells: dict[str, tuple[Tally, str, float]] = {}
+    for name, _, nominal in CALLS:
+        if nominal is None:
+            continue
+        for sc in SCENARIOS:
+            cells[f"{name} ({sc.name})"] = (tallies[(sc.name, "bc")], name, nominal)
+        cells[f"{name} (all)"] = (pooled["bc"], name, nominal)
+    raw = {key: excess_p_value(t, name, nominal) for key, (t, name, nominal) in cells.items()}
+    adjusted = holm(raw)
+    above = [f"{k} (p {raw[k]:.3f})" for k in raw if raw[k] < 0.05]
+    flagged = [f"{k} (adjusted p {adjusted[k]:.3f})" for k in adjusted if adjusted[k] < 0.05]
+    over_point = [k for k, (t, name, nominal) in cells.items() if k.endswith("(all)") and t.rate(name)[0] > nominal]
+    stringent = [k for k, (t, name, nominal) in cells.items() if k.endswith("(all)") and t.rate(name)[0] > BRADLEY_STRINGENT * nominal]
+    liberal = [k for k, (t, name, nominal) in cells.items() if t.rate(name)[0] > BRADLEY_LIBERAL * nominal]
+    return [
+        f"- verdict (bc; {len(cells)} cells: {len(cells) // (len(SCENARIOS) + 1)} null calls × {len(SCENARIOS)} scenarios and pooled): "
+        f"above nominal beyond Monte Carlo error (one-sided p < 0.05, Holm-adjusted over the {len(cells)} cells): {', '.join(flagged) or 'none'}; "
+        f"unadjusted p < 0.05: {', '.join(above) or 'none'}; pooled point rates above nominal: {', '.join(over_point) or 'none'}; "
+        f"Bradley's stringent criterion (pooled rate ≤ {BRADLEY_STRINGENT}× nominal): {'met' if not stringent else 'not met by ' + ', '.join(stringent)}; "
+        f"liberal criterion (≤ {BRADLEY_LIBERAL}× nominal in every scenario): {'met' if not liberal else 'not met by ' + ', '.join(liberal)}.",
+    ]
 
 
 if __name__ == "__main__":

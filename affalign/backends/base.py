@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from affalign.errors import ConfigError
-from affalign.registry import Registry
+from affalign.registry import OptionTypes, Registry
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,11 @@ class ModelSpec:
 
 # model options read by the job itself, whatever the backend (generation pass and placement):
 # replicas, GPUs per replica, throttling, CPU consent, size hint; the rest are set by affalign
-JOB_MODEL_OPTIONS = frozenset({"gpus_per_replica", "max_replicas", "batch_delay_s", "allow_cpu", "params_b", "budget", "path_ref", "auto_batch_size"})
+JOB_MODEL_OPTIONS: dict[str, Any] = {
+    "gpus_per_replica": float, "max_replicas": int, "batch_delay_s": float, "allow_cpu": bool, "params_b": float,
+    "budget": object,  # a limits mapping, a shared budget's name or a keeper handle (backends.budget_keeper checks it)
+    "path_ref": str, "auto_batch_size": bool,
+}  # fmt: skip
 
 
 class GenerationBackend:
@@ -58,7 +62,7 @@ class GenerationBackend:
     """
 
     name = "base"
-    option_keys: ClassVar[frozenset[str]] = frozenset()
+    option_keys: ClassVar[OptionTypes] = {}
 
     def __init__(self, model: ModelSpec):
         self.model = model

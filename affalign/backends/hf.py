@@ -49,13 +49,14 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from affalign import devices
 from affalign.backends.base import Generation, GenerationBackend, GenerationParams, ModelSpec
 from affalign.errors import ConfigError
+from affalign.registry import OptionTypes
 
 log = logging.getLogger("affalign")
 
@@ -180,12 +181,11 @@ class HFBackend(GenerationBackend):
 
     name = "hf"
     # the options of the module docstring
-    option_keys = frozenset(
-        {
-            "device", "device_map", "revision", "local_files_only", "trust_remote_code", "attn_implementation", "seq2seq",
-            "static_cache", "batch_buckets", "pad_to_multiple_of", "chat_template", "prompt_format", "stop_tokens", "top_k",
-        }
-    )  # fmt: skip
+    option_keys: ClassVar[OptionTypes] = {
+        "device": str, "device_map": (str, dict), "revision": str, "local_files_only": bool, "trust_remote_code": bool,
+        "attn_implementation": str, "seq2seq": bool, "static_cache": bool, "batch_buckets": list, "pad_to_multiple_of": int,
+        "chat_template": bool, "prompt_format": str, "stop_tokens": list, "top_k": int,
+    }  # fmt: skip
 
     def __init__(self, model: ModelSpec):
         super().__init__(model)

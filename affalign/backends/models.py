@@ -25,7 +25,7 @@ import yaml
 
 from affalign.backends.base import BACKENDS, JOB_MODEL_OPTIONS, GenerationParams, ModelSpec
 from affalign.errors import ConfigError
-from affalign.registry import check_options
+from affalign.registry import check_options, option_types
 
 KINDS = ("base", "instruct")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
@@ -179,7 +179,7 @@ def _build(entry: dict[str, Any], base: dict[str, Any] | None, where: str) -> Mo
             raise ConfigError(f"{where}.seq2seq: expected true or false, got {seq2seq!r}")
         options["seq2seq"] = seq2seq
     params = _params([defaults.get("params"), base.get("params"), entry.get("params")], where)
-    check_options(options, BACKENDS.load(backend).option_keys | JOB_MODEL_OPTIONS, where)
+    check_options(options, option_types(BACKENDS.load(backend).option_keys, JOB_MODEL_OPTIONS), where)
     return ModelSpec(id=model_id, backend=backend, kind=kind, path=path, dtype=dtype, batch_size=batch_size, params=params, options=options)
 
 

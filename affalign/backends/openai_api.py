@@ -60,13 +60,14 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from affalign.backends.base import Generation, GenerationBackend, GenerationParams, ModelSpec
 from affalign.backends.budget import Budget, Reservation
 from affalign.backends.budget_keeper import budget_from_options
 from affalign.errors import BudgetExceeded, ConfigError
+from affalign.registry import OptionTypes
 
 log = logging.getLogger("affalign")
 
@@ -189,12 +190,11 @@ class OpenAIBackend(GenerationBackend):
     """OpenAI (or OpenAI-compatible) chat / completions with retries, bounded concurrency and a budget."""
 
     name = "openai"
-    option_keys = frozenset(
-        {
-            "api", "api_key_env", "base_url", "budget", "concurrency", "max_retries", "backoff_base", "backoff_max",
-            "retry_after_max", "timeout", "per_row_seed", "prompt_overhead_tokens",
-        }
-    )  # fmt: skip
+    option_keys: ClassVar[OptionTypes] = {
+        "api": str, "api_key_env": str, "base_url": str, "budget": object, "concurrency": int, "max_retries": int,
+        "backoff_base": float, "backoff_max": float, "retry_after_max": float, "timeout": float, "per_row_seed": bool,
+        "prompt_overhead_tokens": int,
+    }  # fmt: skip
 
     def __init__(self, model: ModelSpec, budget: Budget | dict | str | None = None, *, sleep: Callable[[float], None] | None = None):
         super().__init__(model)

@@ -223,7 +223,7 @@ def interval_rows(view: DimView) -> list[dict]:
             add("bias_change", m, f"{a}|{b}", st.bias_change(m, a, b))
     for mid in st.model_ids():
         for h in st.humans:
-            add("liberal_minus_conservative", f"model:{mid}", h, st.mode_contrast(mid, h))
+            add("liberal_minus_conservative", schema.model_label(mid), h, st.mode_contrast(mid, h))
     return out
 
 

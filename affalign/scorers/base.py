@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from affalign.registry import OptionTypes, option_types
 from affalign.schema import DIMENSIONS
 
 DEFAULT_BATCH_GPU = 1024  # sized for 80–141 GB GPUs; a small one gets less where the job says so
@@ -63,16 +64,16 @@ class AffectScorer:
     # and implement score_tokenized; pad_id is the id that pads those rows
     tokenized: ClassVar[bool] = False
     # the ``spec.options`` keys the scorer reads (anything else is a ConfigError at load)
-    option_keys: ClassVar[frozenset[str]] = frozenset()
+    option_keys: ClassVar[OptionTypes | frozenset[str]] = {}
     pad_id: int = 0
     # benchmarks switch profiling on; a scorer that profiles fills ``timings``
     profile: bool = False
     timings: dict[str, float] = {}  # noqa: RUF012 - replaced per instance by scorers that profile
 
     @classmethod
-    def allowed_options(cls, spec: ScorerSpec) -> frozenset[str]:
-        """The ``spec.options`` keys this scorer reads."""
-        return cls.option_keys
+    def allowed_options(cls, spec: ScorerSpec) -> dict[str, Any]:
+        """The ``spec.options`` this scorer reads, with the type each value must have."""
+        return option_types(cls.option_keys)
 
     def __init__(self, spec: ScorerSpec, dimensions: tuple[str, ...]):
         unknown = [d for d in dimensions if d not in DIMENSIONS]

@@ -66,12 +66,13 @@ import time
 from collections import deque
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from affalign import devices
 from affalign.errors import ConfigError
+from affalign.registry import OptionTypes
 from affalign.schema import DIMENSIONS
 from affalign.scorers.base import DEFAULT_BATCH_CPU, DEFAULT_BATCH_GPU, AffectScorer, ScorerSpec
 
@@ -502,7 +503,11 @@ class HFClassifierScorer(AffectScorer):
 
     name = "hf"
     tokenized = True
-    option_keys = frozenset({"activation", "five_foundations", "max_batch_tokens", "min_batch_rows", "missing_labels", "tokenize_chunk"})
+    option_keys: ClassVar[OptionTypes] = {
+        "activation": str, "five_foundations": bool, "max_batch_tokens": int, "min_batch_rows": int,
+        "missing_labels": (str, float),  # YAML may read `nan` as a float
+        "tokenize_chunk": int,
+    }
 
     def __init__(self, spec: ScorerSpec, dimensions: tuple[str, ...]):
         super().__init__(spec, dimensions)

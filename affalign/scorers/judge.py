@@ -13,11 +13,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from affalign.backends.base import GenerationParams, ModelSpec, make_backend
+from affalign.registry import OptionTypes, option_types
 from affalign.schema import DIMENSIONS
 from affalign.scorers.base import AffectScorer, ScorerSpec
 
@@ -61,10 +62,10 @@ class LMJudgeScorer(AffectScorer):
 
     name = "judge"
     # its own, plus those of the backend that runs its model (checked when it builds that model)
-    option_keys = frozenset({"max_attempts", "backend", "kind", "budget"})
+    option_keys: ClassVar[OptionTypes] = {"max_attempts": int, "backend": str, "kind": str, "budget": object}
 
     @classmethod
-    def allowed_options(cls, spec: ScorerSpec) -> frozenset[str]:
+    def allowed_options(cls, spec: ScorerSpec) -> dict[str, Any]:
         """Its own options plus those of the backend that runs its model (options pass through)."""
         from affalign.backends.base import BACKENDS, JOB_MODEL_OPTIONS
 
@@ -74,8 +75,8 @@ class LMJudgeScorer(AffectScorer):
 
             if spec.model in registry_names() and "backend" not in spec.options:
                 backend = resolve_model(spec.model).backend
-        extra = BACKENDS.load(backend).option_keys if backend in BACKENDS else frozenset()
-        return cls.option_keys | extra | JOB_MODEL_OPTIONS
+        extra = BACKENDS.load(backend).option_keys if backend in BACKENDS else {}
+        return option_types(cls.option_keys, extra, JOB_MODEL_OPTIONS)
 
     def setup(self) -> None:
         opts = dict(self.spec.options)

@@ -83,3 +83,33 @@ def test_power_at_the_planted_effects(tallies):
     bc = tallies["bc"]
     for name in ("power: below the baseline", "power: bias toward the group", "power: steering raises alignment", "power: steered modes told apart"):
         assert bc.rate(name)[0] >= 0.5, (name, bc.counts[name])
+
+
+def test_monte_carlo_error_treats_a_replicate_as_a_cluster():
+    """The S intervals of one replicate share its human samples and miss together: their rate's
+    s.e. must count replicates, not intervals (23 per replicate), or a small excess looks real."""
+    together, apart = C.Tally(), C.Tally()
+    name = "S interval above the planted S"
+    for r in range(200):
+        together.add({name: [r % 20 == 0] * 23})  # 5% of replicates miss with all 23 intervals
+        apart.add({name: [(r * 23 + i) % 20 == 0 for i in range(23)]})  # 5% of intervals, spread out
+    p1, se1, n1 = together.rate(name)
+    p2, se2, n2 = apart.rate(name)
+    assert p1 == pytest.approx(0.05) and p2 == pytest.approx(0.05, abs=0.002) and n1 == n2 == 4600
+    binomial = math.sqrt(0.05 * 0.95 / 4600)
+    assert se1 == pytest.approx(math.sqrt(0.05 * 0.95 / 200) * math.sqrt(200 / 199), rel=1e-6)  # 200 clusters of one outcome
+    assert se2 < 1.5 * binomial < se1 / 3
+    merged = C.Tally()
+    merged.merge(together)
+    merged.merge(apart)
+    assert merged.counts[name] == [together.counts[name][0] + apart.counts[name][0], 9200] and len(merged.per_replicate[name]) == 400
+
+
+def test_excess_over_nominal_is_judged_with_multiplicity():
+    at, over = C.Tally(), C.Tally()
+    for r in range(2000):
+        at.add({"below the baseline": [r % 40 == 0]})  # 2.5%, exactly nominal
+        over.add({"below the baseline": [r % 20 == 0]})  # 5%
+    assert 0.3 < C.excess_p_value(at, "below the baseline", 0.025) < 0.7
+    assert C.excess_p_value(over, "below the baseline", 0.025) < 1e-4
+    assert C.holm({"a": 0.01, "b": 0.04, "c": 0.03}) == pytest.approx({"a": 0.03, "c": 0.06, "b": 0.06})

@@ -100,3 +100,28 @@ def test_an_option_no_scorer_or_backend_reads_is_an_error_naming_it():
         }
     )
     assert cfg.generation.model_specs()[0].options["max_replicas"] == 2
+
+
+def test_an_option_value_of_the_wrong_type_is_an_error_naming_it():
+    """Option values used to be converted where they were read: `seq2seq: "false"` read as true,
+    `top_k: "5"` failed inside a GPU actor. Each plugin now declares the type of each option."""
+    from affalign.config import config_from_dict
+    from affalign.registry import check_options
+
+    base = {"name": "x", "dataset": "covid", "input": {"path": "x"}, "generation": {"enabled": True}}
+
+    def model(options):
+        return config_from_dict({**base, "generation": {"enabled": True, "models": [{"name": "smollm2-135m-instruct", "options": options}]}})
+
+    with pytest.raises(ConfigError, match=r"smollm2-135m-instruct.options.static_cache: expected true or false, got 'false'"):
+        model({"static_cache": "false"})
+    with pytest.raises(ConfigError, match=r"options.top_k: expected an integer, got '5'"):
+        model({"top_k": "5"})
+    with pytest.raises(ConfigError, match=r"options.max_replicas: expected an integer, got True"):  # a bool is not a count
+        model({"max_replicas": True})
+    with pytest.raises(ConfigError, match=r"scoring.moral.options.five_foundations: expected true or false, got 1"):
+        config_from_dict({**base, "scoring": {"moral": {"scorer": "hf", "model": "a/b", "options": {"five_foundations": 1}}}})
+    # accepted: an int where a number is wanted, either type of a union, null (the default)
+    cfg = model({"gpus_per_replica": 1, "device_map": {"": 0}, "top_k": None})
+    assert cfg.generation.model_specs()[0].options["gpus_per_replica"] == 1
+    check_options({"anything": [1]}, frozenset({"anything"}), "plugin")  # names without types (older plugins): any value
