@@ -506,6 +506,7 @@ class HFClassifierScorer(AffectScorer):
     option_keys: ClassVar[OptionTypes] = {
         "activation": str, "five_foundations": bool, "max_batch_tokens": int, "min_batch_rows": int,
         "missing_labels": (str, float),  # YAML may read `nan` as a float
+        "label_map_check": (bool, str),  # true, false or auto
         "tokenize_chunk": int,
     }
 

@@ -121,6 +121,9 @@ def test_an_option_value_of_the_wrong_type_is_an_error_naming_it():
         model({"max_replicas": True})
     with pytest.raises(ConfigError, match=r"scoring.moral.options.five_foundations: expected true or false, got 1"):
         config_from_dict({**base, "scoring": {"moral": {"scorer": "hf", "model": "a/b", "options": {"five_foundations": 1}}}})
+    # the label-map check's switch (documented in the README) passes the config
+    cfg = config_from_dict({**base, "scoring": {"moral": {"scorer": "hf", "model": "a/b", "options": {"label_map_check": False}}}})
+    assert cfg.scoring.moral.options == {"label_map_check": False}
     # accepted: an int where a number is wanted, either type of a union, null (the default)
     cfg = model({"gpus_per_replica": 1, "device_map": {"": 0}, "top_k": None})
     assert cfg.generation.model_specs()[0].options["gpus_per_replica"] == 1
