@@ -28,6 +28,14 @@ Options measured for the student (default off; docs/offline_scorer.md, "Second a
 on texts without gold labels of a dimension), ``--student-dim 256``, ``--student-token-weights``
 (a learned weight per word piece), ``--student-from NPZ`` (reuse a student, train the heads only).
 
+Third attempt (docs/offline_scorer.md): ``--lexical`` (default on for fast) blends every head with
+L2 logistic read-outs of the normalised text's word uni+bigrams (idf-weighted; vocabulary from the
+training-side texts), C and the blend weight chosen on the same out-of-sample predictions as the
+thresholds (CV folds / training corpora), never on the held-out sets; ``--student-whole-vocab``
+gives every word piece without a vector one (the teacher's single-piece features, ridge-mapped into
+the student's space). The shipped fast file checks that the scorer's own inference path reproduces
+the held-out predictions of the evaluation heads.
+
 Metrics: per-tweet (Jaccard, micro/macro-F1 at the thresholds) and distribution fidelity
 (``affalign.fidelity``: S(gold distribution, predicted distribution) in ``mean`` and ``threshold``
 modes). Besides the shipped heads, the npz keeps the two held-out evaluation heads (``emotion_eval``:
@@ -58,10 +66,12 @@ from affalign.scorers.offline import (  # noqa: E402
     ENCODER_NAME,
     FAST_RESOURCE,
     HEADS_RESOURCE,
+    LexicalChannel,
     MiniLMEncoder,
     MLPHead,
     StaticEncoder,
     encoder_dir,
+    lexical_terms,
     load_bundle_file,
     normalize_mftc,
     save_heads,
@@ -441,6 +451,115 @@ def distill(
     }
 
 
+def whole_vocabulary(extra: dict[str, np.ndarray], ridge: float = 1.0) -> tuple[dict[str, np.ndarray], dict]:
+    """Give every word piece without a student vector one (model2vec's whole-vocabulary coverage).
+
+    The teacher's features of each piece alone ([CLS] piece [SEP]) are mapped to the student's vector
+    space by a ridge regression fitted on the pieces that have trained vectors; the map is applied to
+    the others (word pieces 999.. of MiniLM's vocabulary, i.e. not [PAD], [unused*] or the specials).
+    Returns the new ``static_*`` arrays and a summary for the metadata."""
+    vocab = np.asarray(extra["static_vocab_ids"], np.int64)
+    table = extra["static_table_q"].astype(np.float32) * extra["static_table_scale"][:, None]
+    unseen = np.setdiff1d(np.arange(999, 30522), vocab)
+    t0 = time.perf_counter()
+    single = single_token_features(np.concatenate([vocab, unseen]))
+    print(f"  whole vocabulary: teacher features of {len(vocab) + len(unseen)} single pieces in {time.perf_counter() - t0:.0f} s", flush=True)
+    xs, xu = single[: len(vocab)], single[len(vocab) :]
+    mu = xs.mean(0)
+    a = np.linalg.solve((xs - mu).T @ (xs - mu) + ridge * np.eye(xs.shape[1]), (xs - mu).T @ table)
+    r2 = 1.0 - float(((xs - mu) @ a - table).var() / table.var())
+    ids = np.concatenate([vocab, unseen])
+    tab = np.concatenate([table, (xu - mu) @ a]).astype(np.float32)
+    order = np.argsort(ids, kind="stable")
+    ids, tab = ids[order], tab[order]
+    scale = np.maximum(np.abs(tab).max(axis=1), 1e-12) / 127.0
+    out = {k: v for k, v in extra.items() if not k.startswith("static_lex_")}
+    out["static_vocab_ids"] = ids.astype(np.int32)
+    out["static_table_q"] = np.clip(np.rint(tab / scale[:, None]), -127, 127).astype(np.int8)
+    out["static_table_scale"] = scale.astype(np.float32)
+    if "static_token_weight" in extra:  # new pieces get the median learned weight
+        tw = np.concatenate([extra["static_token_weight"], np.full(len(unseen), np.median(extra["static_token_weight"]))])
+        out["static_token_weight"] = tw[order].astype(np.float32)
+    return out, {"added_pieces": int(len(unseen)), "ridge": ridge, "map_r2_on_trained_pieces": round(r2, 4)}
+
+
+# --------------------------------------------------------------------------------------------- lexical channel
+
+
+def lexical_vocabulary(texts_norm: list[str], min_count: int) -> tuple[list[str], np.ndarray]:
+    """Terms (word uni+bigrams) in at least ``min_count`` of the texts, and their smoothed idf."""
+    from collections import Counter
+
+    df: Counter[str] = Counter()
+    for t in texts_norm:
+        df.update(set(lexical_terms(t)))
+    terms = sorted(k for k, v in df.items() if v >= min_count)
+    n = len(texts_norm)
+    idf = np.array([np.log((1 + n) / (1 + df[k])) + 1.0 for k in terms], np.float32)
+    return terms, idf
+
+
+def fit_lexical(s: object, y: np.ndarray, c: float) -> tuple[np.ndarray, np.ndarray]:
+    """One L2-regularised logistic regression per label on sparse lexical features: (W [V, L], b [L])."""
+    from sklearn.linear_model import LogisticRegression
+
+    ws, bs = [], []
+    for j in range(y.shape[1]):
+        m = LogisticRegression(C=c, solver="liblinear", max_iter=200).fit(s, y[:, j])
+        ws.append(m.coef_[0])
+        bs.append(m.intercept_[0])
+    return np.array(ws, np.float32).T, np.array(bs, np.float32)
+
+
+def quantize_lexical(wb: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The read-outs as shipped: int8 weights with a per-label scale (so all figures use what ships)."""
+    w, b = wb
+    scale = np.maximum(np.abs(w).max(axis=0), 1e-12) / 127.0
+    return (np.clip(np.rint(w / scale), -127, 127) * scale).astype(np.float32), b.astype(np.float32)
+
+
+def lexical_arrays(terms: list[str], idf: np.ndarray, readouts: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The ``static_lex_*`` arrays of :class:`LexicalChannel` (read-outs side by side, int8 per column)."""
+    w = np.hstack([r[0] for r in readouts])
+    scale = np.maximum(np.abs(w).max(axis=0), 1e-12) / 127.0
+    return {
+        "static_lex_terms": np.frombuffer("\n".join(terms).encode("utf-8"), np.uint8).copy(),
+        "static_lex_idf": np.asarray(idf, np.float32),
+        "static_lex_weight": np.clip(np.rint(w / scale), -127, 127).astype(np.int8),
+        "static_lex_scale": scale.astype(np.float32),
+        "static_lex_bias": np.concatenate([r[1] for r in readouts]).astype(np.float32),
+    }
+
+
+def lexical_probs(wb: tuple[np.ndarray, np.ndarray], s: object) -> np.ndarray:
+    return sigmoid(np.asarray(s @ wb[0]) + wb[1])
+
+
+def choose_lexical(
+    s: object, y: np.ndarray, groups: np.ndarray, p_mlp: np.ndarray, score, args: argparse.Namespace
+) -> tuple[dict, np.ndarray]:
+    """Pick the lexical read-outs' C and the blend weight w on out-of-sample predictions of the training
+    side only: for each C, the logistic read-outs fitted without a group (CV fold / corpus) predict it;
+    ``score(p)`` (thresholds tuned on ``p`` itself, alike for every candidate) rates the blend
+    ``(1 - w) p_mlp + w p_lexical``. Rows of ``s``, ``y``, ``groups`` and ``p_mlp`` are aligned. Returns
+    the choice and the chosen C's out-of-sample lexical probabilities."""
+    best: tuple[float, float, float, np.ndarray] | None = None
+    grid: dict[str, float] = {}
+    for c in args.lexical_c:
+        p_lex = np.zeros(y.shape, np.float64)
+        for g in np.unique(groups):
+            p_lex[groups == g] = lexical_probs(fit_lexical(s[groups != g], y[groups != g], c), s[groups == g])
+        for w in args.lexical_blends:
+            v = score((1 - w) * p_mlp + w * p_lex)
+            grid[f"C={c:g} w={w:g}"] = round(v, 4)
+            if best is None or v > best[0]:
+                best = (v, c, w, p_lex)
+    assert best is not None
+    v, c, w, p_lex = best
+    print(f"  lexical channel: C={c:g}, blend w={w:g} (out-of-sample score {v:.4f}; w=0: {grid[f'C={c:g} w=0']})", flush=True)
+    return {"C": c, "blend": w, "oos_score": round(v, 4), "grid": grid}, p_lex
+
+
 def chunk_cosine(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
     """Per-layer-chunk cosine between two feature matrices (mean and 1st percentile)."""
     ca, cb = a.reshape(len(a), -1, 384), b.reshape(len(b), -1, 384)
@@ -478,6 +597,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--teacher-heads", type=Path, default=REPO / "affalign" / "data" / "scorers" / HEADS_RESOURCE, help="head distillation: the exact heads file")
     ap.add_argument("--student-from", type=Path, default=None, help="reuse the student tables of this fast npz (skips distillation; heads only)")
     ap.add_argument("--soft-ratio", type=int, default=1, help="head distillation: teacher-labelled texts per gold text in each step")
+    ap.add_argument("--student-whole-vocab", action=argparse.BooleanOptionalAction, default=False, help="give every word piece without a vector one, mapped from the teacher's features of the piece alone (model2vec's whole-vocabulary coverage)")
+    ap.add_argument("--lexical", action=argparse.BooleanOptionalAction, default=True, help="fast only: blend each head with L2 logistic read-outs of word uni+bigrams (the lexical channel)")
+    ap.add_argument("--lexical-c", type=float, nargs="+", default=[1.0, 3.0, 10.0], help="lexical channel: inverse L2 strengths to choose from (out-of-sample, training side)")
+    ap.add_argument("--lexical-blends", type=float, nargs="+", default=[round(0.1 * k, 1) for k in range(11)], help="lexical channel: blend weights to choose from")
+    ap.add_argument("--lexical-min-count", type=int, default=2, help="lexical channel: a term must occur in this many training texts")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--batch-size", type=int, default=128, help="encoder batch size")
     args = ap.parse_args(argv)
@@ -519,10 +643,13 @@ def main(argv: list[str] | None = None) -> int:
         y_mor5 = np.concatenate([mftc[c][1] for c in MFTC_CORPORA if c != ho])
         tasks = [(np.arange(n_sem), y_tr), (np.arange(n_sem, n_sem + n_mor), y_mor5)] if args.student_label_weight > 0 else None
         if args.student_from:
-            extra = load_bundle_file(args.student_from)[2]
+            extra = {k: v for k, v in load_bundle_file(args.student_from)[2].items() if not k.startswith("static_lex_")}
             args.student_dim = int(extra["static_table_q"].shape[1])
         else:
             extra = distill([normalize_mftc(t) for t in texts], teacher, args, tasks)
+        whole_vocab = None
+        if args.student_whole_vocab:
+            extra, whole_vocab = whole_vocabulary(extra)
         student = StaticEncoder(extra)
 
         def feats(t: list[str]) -> np.ndarray:  # the scorer's own inference path
@@ -538,6 +665,8 @@ def main(argv: list[str] | None = None) -> int:
             "lr": args.student_lr,
             "label_weight": args.student_label_weight,
             "distillation_texts": len(texts),
+            "from": str(args.student_from.name) if args.student_from else None,
+            "whole_vocabulary": whole_vocab,
             "cosine_to_teacher": {
                 "semeval_dev_heldout": chunk_cosine(s_dv, x_dv),
                 f"mftc_{ho}_heldout": chunk_cosine(s_mftc[ho][0], mftc[ho][0]),
@@ -572,6 +701,21 @@ def main(argv: list[str] | None = None) -> int:
             }
             print(f"  head distillation on {len(emo_s)} (emotion) / {len(mor_s)} (moral) teacher-labelled texts", flush=True)
         x_tr, x_dv, mftc = s_tr, s_dv, s_mftc
+    lex_on = args.encoder == "fast" and args.lexical
+    lex_meta: dict = {}
+    if lex_on:
+        # the lexical channel's vocabulary: training-side text only (SemEval train, the five MFTC subcorpora)
+        voc_texts = [normalize_mftc(t) for t in tr_text + [t for c in MFTC_CORPORA if c != ho for t in mftc_text[c]]]
+        terms, idf = lexical_vocabulary(voc_texts, args.lexical_min_count)
+        lex_features = LexicalChannel(terms, idf, np.zeros((len(terms), 0), np.float32), np.zeros(0, np.float32))
+
+        def lex(t: list[str]) -> object:  # the scorer's own sparse features
+            return lex_features.features([normalize_mftc(x) for x in t])
+
+        l_tr, l_dv = lex(tr_text), lex(dv_text)
+        l_mftc = {c: lex(mftc_text[c]) for c in MFTC_CORPORA}
+        lex_meta = {"terms": len(terms), "min_count": args.lexical_min_count, "features": "word unigrams and bigrams of the normalised text, idf-weighted, rows L2-normalised"}
+        print(f"lexical channel: {len(terms)} terms (uni+bigrams in >= {args.lexical_min_count} training texts)", flush=True)
     t_encoded = time.perf_counter()
 
     # ---- emotion
@@ -585,10 +729,19 @@ def main(argv: list[str] | None = None) -> int:
     ac_emo, emo_cal = choose_calibration(oof, y_tr, fold)  # from out-of-fold logits of train only
     print(f"  calibration: {emo_cal}", flush=True)
     p_oof = sigmoid(oof * ac_emo[:, 0] + ac_emo[:, 1])
+    if lex_on:
+        lex_meta["emotion"], lex_oof_emo = choose_lexical(
+            l_tr, y_tr, fold, p_oof, lambda p: jaccard(y_tr, p >= tune_jaccard(y_tr, p, rounds=2)), args
+        )
+        w_emo, c_emo = lex_meta["emotion"]["blend"], lex_meta["emotion"]["C"]
+        p_oof = (1 - w_emo) * p_oof + w_emo * lex_oof_emo
     t_emo = tune_jaccard(y_tr, p_oof)
     emo_raw = fit_mlp(x_tr, y_tr, args, args.emotion_epochs, args.seed, soft["emotion_eval"])
     emo_eval = calibrate(emo_raw, ac_emo)
     p_dv = predict(emo_eval, EMOTION_LABELS, x_dv)
+    if lex_on:
+        lex_emo_eval = quantize_lexical(fit_lexical(l_tr, y_tr, c_emo))
+        p_dv = (1 - w_emo) * p_dv + w_emo * lexical_probs(lex_emo_eval, l_dv)
     emotion_metrics = {
         "cv_train": report(y_tr, p_oof, EMOTION_LABELS, t_emo),
         "dev_heldout": report(y_dv, p_dv, EMOTION_LABELS, t_emo),
@@ -609,13 +762,20 @@ def main(argv: list[str] | None = None) -> int:
     z_all = np.concatenate([oof, logits(emo_raw, EMOTION_LABELS, x_dv)])
     y_all = np.concatenate([y_tr, y_dv])
     ac_final = fit_platt(z_all, y_all) if emo_cal["chosen"] == "platt" else ac_emo
-    t_emo_final = tune_jaccard(y_all, sigmoid(z_all * ac_final[:, 0] + ac_final[:, 1]))
+    p_all = sigmoid(z_all * ac_final[:, 0] + ac_final[:, 1])
+    if lex_on:
+        p_all = (1 - w_emo) * p_all + w_emo * np.concatenate([lex_oof_emo, lexical_probs(lex_emo_eval, l_dv)])
+    t_emo_final = tune_jaccard(y_all, p_all)
     x_all = np.concatenate([x_tr, x_dv])
     emo_final = calibrate(fit_mlp(x_all, y_all, args, args.emotion_epochs, args.seed, soft["emotion"]), ac_final)
+    p_dv_final = predict(emo_final, EMOTION_LABELS, x_dv)
+    if lex_on:
+        from scipy import sparse
+
+        lex_emo = quantize_lexical(fit_lexical(sparse.vstack([l_tr, l_dv]).tocsr(), y_all, c_emo))
+        p_dv_final = (1 - w_emo) * p_dv_final + w_emo * lexical_probs(lex_emo, l_dv)
     emotion_metrics["thresholds_final"] = dict(zip(EMOTION_LABELS, t_emo_final.tolist(), strict=True))
-    emotion_metrics["shipped_on_dev_not_heldout"] = report(
-        y_dv, predict(emo_final, EMOTION_LABELS, x_dv), EMOTION_LABELS, t_emo_final
-    )
+    emotion_metrics["shipped_on_dev_not_heldout"] = report(y_dv, p_dv_final, EMOTION_LABELS, t_emo_final)
 
     # ---- moral
     train_c = [c for c in MFTC_CORPORA if c != ho]
@@ -638,12 +798,24 @@ def main(argv: list[str] | None = None) -> int:
     ac_mor, mor_cal = choose_calibration(oz, oy, corpus_of)
     print(f"  calibration: {mor_cal}", flush=True)
     op = sigmoid(oz * ac_mor[:, 0] + ac_mor[:, 1])
+    if lex_on:
+        from scipy import sparse
+
+        l5 = sparse.vstack([l_mftc[c] for c in train_c]).tocsr()  # rows in the order of oy
+        lex_meta["moral"], lex_oof_mor = choose_lexical(
+            l5, oy, corpus_of, op, lambda p: float(per_label_f1(oy, p >= tune_f1(oy, p)).mean()), args
+        )
+        w_mor, c_mor = lex_meta["moral"]["blend"], lex_meta["moral"]["C"]
+        op = (1 - w_mor) * op + w_mor * lex_oof_mor
     t_mor = tune_f1(oy, op)
     x5, y5 = np.concatenate([mftc[c][0] for c in train_c]), np.concatenate([mftc[c][1] for c in train_c])
     mor_raw = fit_mlp(x5, y5, args, args.moral_epochs, args.seed, soft["moral_eval"])
     mor_eval = calibrate(mor_raw, ac_mor)
     x_ho, y_ho = mftc[ho]
     p_ho = predict(mor_eval, MORAL_LABELS, x_ho)
+    if lex_on:
+        lex_mor_eval = quantize_lexical(fit_lexical(l5, y5, c_mor))
+        p_ho = (1 - w_mor) * p_ho + w_mor * lexical_probs(lex_mor_eval, l_mftc[ho])
     moral_metrics = {
         "heldout_corpus": ho,
         "cv_train_corpora": report(oy, op, MORAL_LABELS, t_mor),
@@ -667,7 +839,11 @@ def main(argv: list[str] | None = None) -> int:
     z6 = np.concatenate([oz, logits(mor_raw, MORAL_LABELS, x_ho)])
     y6 = np.concatenate([oy, y_ho])
     ac_mor_final = fit_platt(z6, y6) if mor_cal["chosen"] == "platt" else ac_mor
-    t_mor_final = tune_f1(y6, sigmoid(z6 * ac_mor_final[:, 0] + ac_mor_final[:, 1]))
+    p6 = sigmoid(z6 * ac_mor_final[:, 0] + ac_mor_final[:, 1])
+    if lex_on:
+        p6 = (1 - w_mor) * p6 + w_mor * np.concatenate([lex_oof_mor, lexical_probs(lex_mor_eval, l_mftc[ho])])
+        lex_mor = quantize_lexical(fit_lexical(sparse.vstack([l5, l_mftc[ho]]).tocsr(), y6, c_mor))
+    t_mor_final = tune_f1(y6, p6)
     mor_final = calibrate(
         fit_mlp(np.concatenate([x5, x_ho]), np.concatenate([y5, y_ho]), args, args.moral_epochs, args.seed, soft["moral"]),
         ac_mor_final,
@@ -675,6 +851,17 @@ def main(argv: list[str] | None = None) -> int:
     moral_metrics["thresholds_final"] = dict(zip(MORAL_LABELS, t_mor_final.tolist(), strict=True))
 
     # ---- write
+    lex_heads: dict[str, tuple[np.ndarray, float]] = {}
+    if lex_on:
+        # the read-outs' logits follow the student's features as columns, in this order, one per label
+        readouts = {"emotion_eval": (lex_emo_eval, w_emo), "moral_eval": (lex_mor_eval, w_mor), "emotion": (lex_emo, w_emo), "moral": (lex_mor, w_mor)}
+        start = x_tr.shape[1]
+        for name, (wb, w) in readouts.items():
+            lex_heads[name] = (np.arange(start, start + wb[0].shape[1]), w)
+            start += wb[0].shape[1]
+        extra = {**extra, **lexical_arrays(terms, idf, [wb for wb, _ in readouts.values()])}
+        student = StaticEncoder(extra)
+        lex_meta["columns"] = {name: [int(c[0]), int(c[-1]) + 1] for name, (c, _) in lex_heads.items()}
     t_end = time.perf_counter()
     meta = {
         "encoder": ENCODER_NAME,
@@ -689,7 +876,9 @@ def main(argv: list[str] | None = None) -> int:
         "pooling": "per layer: mean over tokens (attention mask), L2-normalised; layers concatenated",
         "max_length": MAX_LENGTH,
         "normalization": "affalign.scorers.offline.normalize_mftc",
-        "head": f"MLP {len(LAYERS) * 384}-{args.hidden}-n_labels, GELU; per-label Platt scaling (where chosen) folded into the last layer; thresholds kept apart",
+        "head": f"MLP {len(LAYERS) * 384}-{args.hidden}-n_labels, GELU; per-label Platt scaling (where chosen) folded into the last layer; thresholds kept apart"
+        + ("; blended with the lexical channel's logistic read-outs: (1 - w) mlp + w lexical" if lex_on else ""),
+        "lexical": lex_meta or None,
         "labels": {"emotion": list(EMOTION_LABELS), "moral": list(MORAL_LABELS)},
         "thresholds": {
             "emotion": t_emo_final.tolist(),
@@ -710,21 +899,32 @@ def main(argv: list[str] | None = None) -> int:
         "metrics": {"emotion": emotion_metrics, "moral": moral_metrics},
         "timing_s": {"encode": round(t_encoded - t_start, 1), "train": round(t_end - t_encoded, 1)},
     }
+    ref_norm = [normalize_mftc(t) for t in REFERENCE_TEXTS]
     ref_x = (
-        student.encode([normalize_mftc(t) for t in REFERENCE_TEXTS], max_length=MAX_LENGTH)
+        student.encode(ref_norm, max_length=MAX_LENGTH)
         if args.encoder == "fast"
-        else MiniLMEncoder(device="cpu", layers=LAYERS).encode([normalize_mftc(t) for t in REFERENCE_TEXTS], max_length=MAX_LENGTH)
+        else MiniLMEncoder(device="cpu", layers=LAYERS).encode(ref_norm, max_length=MAX_LENGTH)
     )
     meta["reference"] = {
         "texts": list(REFERENCE_TEXTS),
-        "emotion": predict(emo_final, EMOTION_LABELS, ref_x).round(5).tolist(),
-        "moral": predict(mor_final, MORAL_LABELS, ref_x).round(5).tolist(),
+        "emotion": MLPHead(emo_final, EMOTION_LABELS, lex_heads.get("emotion"))(ref_x).round(5).tolist(),
+        "moral": MLPHead(mor_final, MORAL_LABELS, lex_heads.get("moral"))(ref_x).round(5).tolist(),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     name = FAST_RESOURCE if args.encoder == "fast" else HEADS_RESOURCE
     npz = args.out / name
     heads = {"emotion": emo_final, "moral": mor_final, "emotion_eval": emo_eval, "moral_eval": mor_eval}
-    save_heads(npz, heads, meta, extra)
+    save_heads(npz, heads, meta, extra, lex_heads)
+    if args.encoder == "fast":
+        # the held-out figures above must be what the shipped file gives through the scorer's own path
+        loaded, _, arrays = load_bundle_file(npz)
+        enc_check = StaticEncoder(arrays)
+        for head_name, texts_ho, p_expect in (("emotion_eval", dv_text, p_dv), ("moral_eval", mftc_text[ho], p_ho)):
+            got = loaded[head_name](enc_check.encode([normalize_mftc(t) for t in texts_ho], max_length=MAX_LENGTH))
+            gap = float(np.abs(got - p_expect).max())
+            print(f"  inference check {head_name}: max |scorer path - training path| = {gap:.2e}", flush=True)
+            if gap > 1e-3:
+                raise SystemExit(f"{head_name}: the shipped file's inference differs from training by {gap}")
     load_bundle_file(npz)  # round trip
     metrics_path = args.out / name.replace(".npz", "_metrics.json")
     metrics_path.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")

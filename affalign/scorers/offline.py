@@ -21,9 +21,11 @@ tuned on out-of-sample predictions (Jaccard accuracy for emotions, per-label F1 
 apart in the heads' metadata (:func:`thresholds`); ``reduce.mode: threshold`` and the labels that
 ``affalign score`` lists use them.
 
-Two encoders (``scoring.<dimension>.options.encoder``): ``exact`` (default), the fp32 MiniLM above;
-``fast``, a static-embedding student distilled from it (:class:`StaticEncoder`: numpy only, tens of
-times faster on a CPU, but less accurate: see ``docs/offline_scorer.md``). Each has its own heads:
+Two encoders (``scoring.<dimension>.options.encoder``): ``fast`` (default), a static-embedding
+student distilled from the fp32 MiniLM above plus a lexical channel (:class:`StaticEncoder`: numpy
+only, tens of times faster on a CPU, at the held-out accuracy goals: see ``docs/offline_scorer.md``);
+``exact``, the fp32 MiniLM itself (slower, for comparison or where its emotion accuracy matters).
+Each has its own heads:
 ``affalign/data/scorers/offline_heads.npz`` (exact) and ``offline_fast.npz`` (fast: the student's
 tables too), with float32 weights and biases, label order, thresholds, encoder name and held-out
 metrics as JSON metadata, plus two evaluation heads fitted without the held-out data;
@@ -50,6 +52,7 @@ import re
 import unicodedata
 from functools import lru_cache
 from importlib import resources
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +68,7 @@ ENCODER_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 HEADS_RESOURCE = "offline_heads.npz"  # in affalign.data.scorers: heads on the exact MiniLM features
 FAST_RESOURCE = "offline_fast.npz"  # in affalign.data.scorers: the static student and its heads
 ENCODERS = ("fast", "exact")  # scoring.<dimension>.options.encoder
-DEFAULT_ENCODER = "exact"  # the fast student misses the held-out accuracy goals (docs/offline_scorer.md)
+DEFAULT_ENCODER = "fast"  # at the held-out goals since its lexical channel, ~25x exact through the job (docs/offline_scorer.md)
 ENCODER_MAX_LENGTH = 256  # MiniLM's own max_seq_length
 
 
@@ -341,6 +344,113 @@ def word_pieces(ids: list[int], max_length: int) -> np.ndarray:
     return np.asarray(ids, np.int64)
 
 
+def lexical_terms(text: str) -> list[str]:
+    """Terms of the fast encoder's lexical channel: the word unigrams and bigrams of a normalised text."""
+    words = text.split()
+    return words + [f"{a} {b}" for a, b in zip(words[:-1], words[1:], strict=True)]
+
+
+class LexicalChannel:
+    """Sparse lexical read-outs beside the static student (the ``fast`` encoder's second channel).
+
+    A text's features are its word unigrams and bigrams (:func:`lexical_terms` of the normalised
+    text) found in a fixed vocabulary, each weighted by its idf, the row L2-normalised; logistic
+    read-outs over them (one column per label of each head that blends them, L2-regularised logistic
+    regressions trained on the gold-labelled training data) give ``width`` logits per text with one
+    sparse product. The static student averages word pieces without order or context; the read-outs
+    add what single words and word pairs say about a label (``docs/offline_scorer.md``, "Third attempt").
+
+    Arrays (``static_lex_*`` in ``offline_fast.npz``): ``terms`` (UTF-8 bytes of the terms joined by
+    newlines), ``idf`` ``[V]``, ``weight`` ``[V, width]`` (int8 with a per-column ``scale``, or float),
+    ``bias`` ``[width]``.
+    """
+
+    def __init__(self, terms: list[str], idf: np.ndarray, weight: np.ndarray, bias: np.ndarray):
+        self.idf = np.ascontiguousarray(idf, np.float32)
+        self.weight = np.ascontiguousarray(weight, np.float32)
+        self.bias = np.ascontiguousarray(bias, np.float32)
+        if len(terms) != len(self.idf) or self.weight.shape != (len(terms), len(self.bias)):
+            raise ValueError(
+                f"lexical channel: {len(terms)} terms, {len(self.idf)} idf values, weight {self.weight.shape} and "
+                f"bias {self.bias.shape} do not fit together"
+            )
+        # terms are found without building bigram strings (this channel runs on every text): words map to
+        # ids with one dict lookup each, a bigram is the integer key first_id * n_words + second_id, looked
+        # up by binary search in the sorted keys of the vocabulary's bigrams
+        self.word_id: dict[str, int] = {}
+        unigram: dict[int, int] = {}
+        pairs: list[tuple[str, str, int]] = []
+        for col, term in enumerate(terms):
+            parts = term.split(" ")
+            if len(parts) == 1 and parts[0]:
+                unigram[self.word_id.setdefault(parts[0], len(self.word_id))] = col
+            elif len(parts) == 2 and all(parts):
+                pairs.append((parts[0], parts[1], col))
+            else:
+                raise ValueError(f"lexical channel: term {term!r} is not one word or two words")
+        for first, second, _ in pairs:
+            self.word_id.setdefault(first, len(self.word_id))
+            self.word_id.setdefault(second, len(self.word_id))
+        n_words = len(self.word_id)
+        self.unigram_col = np.full(n_words + 1, -1, np.int64)  # last slot: unknown words (id -1)
+        for wid, col in unigram.items():
+            self.unigram_col[wid] = col
+        keys = np.array([self.word_id[f] * n_words + self.word_id[t] for f, t, _ in pairs], np.int64)
+        order = np.argsort(keys, kind="stable")
+        self.bigram_key = keys[order]
+        self.bigram_col = np.array([c for _, _, c in pairs], np.int64)[order]
+        if len(np.unique(self.bigram_key)) != len(self.bigram_key) or len(unigram) + len(pairs) != len(terms):
+            raise ValueError("lexical channel: the vocabulary repeats a term")
+        self.width = int(len(self.bias))
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> LexicalChannel | None:
+        """The channel stored in a bundle's ``static_lex_*`` arrays; None where the file has none."""
+        names = ("static_lex_terms", "static_lex_idf", "static_lex_weight", "static_lex_bias")
+        present = [k for k in names if k in arrays]
+        if not present:
+            return None
+        if len(present) != len(names):
+            raise ValueError(f"lexical channel: the file has {present} but not {sorted(set(names) - set(present))}")
+        raw = np.asarray(arrays["static_lex_terms"], np.uint8).tobytes().decode("utf-8")
+        terms = raw.split("\n") if raw else []
+        weight = np.asarray(arrays["static_lex_weight"])
+        if weight.dtype == np.int8:
+            if "static_lex_scale" not in arrays:
+                raise ValueError("lexical channel: int8 weights without static_lex_scale")
+            weight = weight.astype(np.float32) * np.asarray(arrays["static_lex_scale"], np.float32)[None, :]
+        return cls(terms, arrays["static_lex_idf"], weight, arrays["static_lex_bias"])
+
+    def features(self, texts: list[str]) -> Any:
+        """Sparse ``[len(texts), V]`` idf-weighted, L2-normalised term indicators (normalised texts).
+
+        The same as looking up every term of :func:`lexical_terms` (each counted once per text)."""
+        from scipy import sparse
+
+        n, n_terms, n_words = len(texts), len(self.idf), len(self.word_id)
+        lengths = np.fromiter(map(len, map(str.split, texts)), np.int64, n)
+        words = " ".join(texts).split()  # C-level loops: this runs on every text the job scores
+        ids = np.fromiter(map(self.word_id.get, words, repeat(-1)), np.int64, len(words))
+        text_of = np.repeat(np.arange(n, dtype=np.int64), lengths)
+        uni = self.unigram_col[ids]  # id -1 reads the last slot: -1
+        pair = (text_of[:-1] == text_of[1:]) & (ids[:-1] >= 0) & (ids[1:] >= 0)
+        key = ids[:-1][pair] * n_words + ids[1:][pair]
+        pos = np.minimum(np.searchsorted(self.bigram_key, key), max(len(self.bigram_key) - 1, 0))
+        hit = self.bigram_key[pos] == key if len(self.bigram_key) else np.zeros(len(key), bool)
+        rows = np.concatenate([text_of[uni >= 0], text_of[:-1][pair][hit]])
+        cols = np.concatenate([uni[uni >= 0], self.bigram_col[pos[hit]]])
+        m = sparse.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(n, n_terms))  # sums repeats
+        m.sum_duplicates()
+        m.data = self.idf[m.indices]  # a term counts once per text
+        norm = np.sqrt(np.asarray(m.multiply(m).sum(axis=1)).ravel())
+        m.data /= np.maximum(norm, 1e-12)[np.repeat(np.arange(n), np.diff(m.indptr))]
+        return m
+
+    def logits(self, texts: list[str]) -> np.ndarray:
+        """``[len(texts), width]`` logits of the lexical read-outs (normalised texts)."""
+        return np.asarray(self.features(texts) @ self.weight, np.float32) + self.bias
+
+
 class StaticEncoder:
     """A static-embedding student of :class:`MiniLMEncoder` (the ``fast`` encoder, numpy only).
 
@@ -352,6 +462,11 @@ class StaticEncoder:
     map were trained to reproduce the teacher's features (``scripts/train_offline_scorer.py
     --encoder fast``). No attention, no context: a few thousand texts per second on one core,
     dominated by tokenisation and :func:`normalize_mftc`.
+
+    Files with ``static_lex_*`` arrays add a :class:`LexicalChannel`: its read-outs' logits follow the
+    student's features as ``width`` more columns (``dim = dense_dim + width``), and the heads that blend
+    them name their columns (:class:`MLPHead`'s ``lexical``). Whole-vocabulary files simply have a
+    vector for every word piece (``static_vocab_ids`` lists them all).
     """
 
     def __init__(self, arrays: dict[str, np.ndarray], chunk: int = 384):
@@ -377,10 +492,12 @@ class StaticEncoder:
         # word-piece id -> row of the table; -1 for pieces never seen in distillation (ignored)
         self.row_of = np.full(size, -1, np.int64)
         self.row_of[vocab_ids] = np.arange(len(vocab_ids))
-        self.dim = int(self.proj_w.shape[1])
+        self.dense_dim = int(self.proj_w.shape[1])  # the student's features (the teacher's shape)
         self.chunk = int(chunk)
-        if self.dim % self.chunk:
-            raise ValueError(f"static encoder: feature size {self.dim} is not a multiple of {self.chunk}")
+        if self.dense_dim % self.chunk:
+            raise ValueError(f"static encoder: feature size {self.dense_dim} is not a multiple of {self.chunk}")
+        self.lexical = LexicalChannel.from_arrays(arrays)
+        self.dim = self.dense_dim + (self.lexical.width if self.lexical is not None else 0)
         self.device = "cpu"
 
     def pooled(self, texts: list[str], max_length: int = 128) -> np.ndarray:
@@ -408,11 +525,17 @@ class StaticEncoder:
         return np.asarray(mean @ self.table, np.float32)
 
     def encode(self, texts: list[str], batch_size: int = 256, max_length: int = 128) -> np.ndarray:
-        """Features (float32, ``[len(texts), dim]``) in the order of ``texts``; ``batch_size`` is unused."""
+        """Features (float32, ``[len(texts), dim]``) in the order of ``texts``; ``batch_size`` is unused.
+
+        The first ``dense_dim`` columns are the student's features; the lexical read-outs' logits follow
+        where the file has a lexical channel."""
         z = self.pooled(texts, max_length) @ self.proj_w + self.proj_b
-        z = z.reshape(len(texts), self.dim // self.chunk, self.chunk)
+        z = z.reshape(len(texts), self.dense_dim // self.chunk, self.chunk)
         z /= np.maximum(np.linalg.norm(z, axis=2, keepdims=True), 1e-9)
-        return np.ascontiguousarray(z.reshape(len(texts), self.dim), np.float32)
+        dense = z.reshape(len(texts), self.dense_dim)
+        if self.lexical is None:
+            return np.ascontiguousarray(dense, np.float32)
+        return np.ascontiguousarray(np.hstack([dense, self.lexical.logits(texts)]), np.float32)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -435,10 +558,19 @@ class MLPHead:
 
     With one layer it is a logistic read-out ``sigmoid(x @ W0 + b0)``. The outputs are calibrated
     probabilities (a per-label Platt scaling is folded into the last layer); decision thresholds are
-    kept apart, in the file's metadata.
+    kept apart, in the file's metadata. The MLP reads the first ``in_dim`` feature columns.
+
+    ``lexical = (columns, blend)`` (fast encoder with a :class:`LexicalChannel`): the output is
+    ``(1 - blend) * mlp + blend * sigmoid(x[:, columns])``, i.e. the MLP's probabilities blended with
+    those of the lexical read-outs whose logits the encoder put in ``columns`` (one per label).
     """
 
-    def __init__(self, layers: list[tuple[np.ndarray, np.ndarray]], labels: tuple[str, ...]):
+    def __init__(
+        self,
+        layers: list[tuple[np.ndarray, np.ndarray]],
+        labels: tuple[str, ...],
+        lexical: tuple[np.ndarray, float] | None = None,
+    ):
         if not layers:
             raise ValueError("a head needs at least one layer")
         self.layers = [(np.ascontiguousarray(w, np.float32), np.ascontiguousarray(b, np.float32)) for w, b in layers]
@@ -449,17 +581,41 @@ class MLPHead:
             raise ValueError(f"head output {self.layers[-1][0].shape[1]} does not fit {len(labels)} labels")
         self.labels = labels
         self.in_dim = self.layers[0][0].shape[0]
+        self.lex_cols: np.ndarray | None = None
+        self.lex_blend = 0.0
+        self.width = self.in_dim  # feature columns read
+        if lexical is not None:
+            cols, blend = np.asarray(lexical[0], np.int64), float(lexical[1])
+            if cols.shape != (len(labels),) or cols.min() < self.in_dim:
+                raise ValueError(f"head lexical columns {cols.tolist()} must be one per label, after the {self.in_dim} MLP inputs")
+            if not 0.0 <= blend <= 1.0:
+                raise ValueError(f"head lexical blend {blend} is not in [0, 1]")
+            self.lex_cols, self.lex_blend = cols, blend
+            self.width = int(cols.max()) + 1
 
-    def logits(self, x: np.ndarray) -> np.ndarray:
-        h = np.asarray(x, np.float32)
+    def _mlp_logits(self, x: np.ndarray) -> np.ndarray:
+        h = np.asarray(x, np.float32)[:, : self.in_dim]
         for k, (w, b) in enumerate(self.layers):
             h = h @ w + b
             if k < len(self.layers) - 1:
                 h = _gelu(h)
         return h
 
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """Log-odds of :meth:`__call__` (the MLP's logits where nothing is blended)."""
+        if self.lex_cols is None:
+            return self._mlp_logits(x)
+        p = np.clip(self(x).astype(np.float64), 1e-12, 1 - 1e-12)
+        return np.log(p / (1 - p)).astype(np.float32)
+
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return _sigmoid(self.logits(x)).astype(np.float32)
+        if np.asarray(x).shape[1] < self.width:
+            raise ValueError(f"head reads {self.width} feature columns, got {np.asarray(x).shape[1]}")
+        p = _sigmoid(self._mlp_logits(x))
+        if self.lex_cols is not None:
+            lex = _sigmoid(np.asarray(x, np.float32)[:, self.lex_cols])
+            p = (1.0 - self.lex_blend) * p + self.lex_blend * lex
+        return p.astype(np.float32)
 
 
 def _head_dimension(name: str) -> str:
@@ -475,11 +631,13 @@ def save_heads(
     heads: dict[str, list[tuple[np.ndarray, np.ndarray]]],
     meta: dict,
     extra: dict[str, np.ndarray] | None = None,
+    lexical: dict[str, tuple[np.ndarray, float]] | None = None,
 ) -> None:
     """Write heads ``{name: [(W [d_in, d_out], b [d_out]), ...]}`` plus JSON metadata to an npz.
 
     A head's name is its dimension ("emotion"), optionally with a suffix ("emotion_eval"). ``extra``
-    arrays (the static encoder's ``static_*`` tables) are stored under their own names.
+    arrays (the static encoder's ``static_*`` tables) are stored under their own names. ``lexical``
+    ``{name: (columns, blend)}``: heads that blend the lexical channel's read-outs (:class:`MLPHead`).
     """
     arrays: dict[str, np.ndarray] = dict(extra or {})
     for name, layers in heads.items():
@@ -487,6 +645,9 @@ def save_heads(
             arrays[f"{name}_weight_{k}"] = np.asarray(w, np.float32)
             arrays[f"{name}_bias_{k}"] = np.asarray(b, np.float32)
         arrays[f"{name}_labels"] = np.array(DIMENSIONS[_head_dimension(name)])
+        if lexical and name in lexical:
+            arrays[f"{name}_lex_cols"] = np.asarray(lexical[name][0], np.int32)
+            arrays[f"{name}_lex_blend"] = np.asarray(float(lexical[name][1]), np.float32)
     arrays["meta"] = np.array(json.dumps(meta, sort_keys=True))
     np.savez_compressed(path, **arrays)
 
@@ -515,7 +676,10 @@ def load_bundle_file(path_or_file: Any) -> tuple[dict[str, MLPHead], dict, dict[
             while f"{name}_weight_{len(layers)}" in z.files:
                 k = len(layers)
                 layers.append((z[f"{name}_weight_{k}"], z[f"{name}_bias_{k}"]))
-            heads[name] = MLPHead(layers, labels)
+            lexical = None
+            if f"{name}_lex_cols" in z.files:
+                lexical = (z[f"{name}_lex_cols"], float(z[f"{name}_lex_blend"]))
+            heads[name] = MLPHead(layers, labels, lexical)
     return heads, meta, extra
 
 
@@ -534,8 +698,8 @@ def load_bundle(encoder: str = DEFAULT_ENCODER) -> tuple[dict[str, MLPHead], dic
         return load_bundle_file(io.BytesIO(f.read()))
 
 
-def load_heads(encoder: str = "exact") -> tuple[dict[str, MLPHead], dict]:
-    """The shipped heads of an encoder and their metadata (default: the exact MiniLM heads)."""
+def load_heads(encoder: str = DEFAULT_ENCODER) -> tuple[dict[str, MLPHead], dict]:
+    """The shipped heads of an encoder and their metadata."""
     heads, meta, _ = load_bundle(encoder)
     return heads, meta
 
@@ -563,9 +727,9 @@ def thresholds(
 class OfflineScorer(AffectScorer):
     """Sentence features + small trained heads; needs no network. Serves "emotion", "moral" or both.
 
-    ``spec.options["encoder"]`` picks the features: ``"exact"`` (default) the frozen fp32
-    all-MiniLM-L6-v2 (torch; about 110 texts/s on a CPU core, bf16 on CUDA), ``"fast"`` the
-    static-embedding student (numpy, thousands of texts/s on a CPU core, less accurate). Each has its own heads; scores differ slightly
+    ``spec.options["encoder"]`` picks the features: ``"fast"`` (default) the static-embedding
+    student with a lexical channel (numpy, thousands of texts/s on a CPU core), ``"exact"`` the frozen
+    fp32 all-MiniLM-L6-v2 (torch; about 110 texts/s on a CPU core, bf16 on CUDA). Each has its own heads; scores differ
     between the two. The texts are normalised and encoded once per ``score`` call, whatever the number
     of dimensions. Outputs are calibrated probabilities; :meth:`thresholds` gives the decision cuts.
     ``options["heads"] = "eval"`` scores with the evaluation heads (fitted without SemEval dev and the
@@ -610,9 +774,15 @@ class OfflineScorer(AffectScorer):
             self.encoder: MiniLMEncoder | StaticEncoder = StaticEncoder(arrays)
         else:
             self.encoder = MiniLMEncoder(device=self.spec.device, dtype=self.spec.dtype, layers=tuple(meta["layers"]))
+        dense = int(getattr(self.encoder, "dense_dim", self.encoder.dim))
         for d, head in self.heads.items():
-            if head.in_dim != self.encoder.dim:
-                raise ValueError(f"offline {d} head reads {head.in_dim} features, the encoder gives {self.encoder.dim}")
+            if head.in_dim != dense:
+                raise ValueError(f"offline {d} head reads {head.in_dim} features, the encoder gives {dense}")
+            if head.width > self.encoder.dim:
+                raise ValueError(
+                    f"offline {d} head blends lexical read-outs (feature columns up to {head.width}), but the "
+                    f"encoder gives {self.encoder.dim} columns: the file lacks its static_lex_* arrays"
+                )
 
     def thresholds(self) -> dict[str, np.ndarray]:
         """Per-label decision thresholds of this scorer's heads (see :func:`thresholds`)."""

@@ -71,7 +71,8 @@ def test_shipped_heads_files(encoder):
     resource = resources.files("affalign.data.scorers").joinpath(name)
     assert resource.is_file()
     with resources.as_file(resource) as path:
-        assert path.stat().st_size < 4_000_000  # the package stays small
+        # the package stays small (the fast file: student tables + lexical read-outs of four heads, ~5-7 MB)
+        assert path.stat().st_size < 8_000_000
     heads, meta = load_heads(encoder)
     assert meta["encoder"] == offline.ENCODER_NAME
     assert meta["labels"] == {d: list(labels) for d, labels in DIMENSIONS.items()}
@@ -84,6 +85,8 @@ def test_shipped_heads_files(encoder):
         assert cuts.shape == (len(head.labels),) and ((cuts > 0) & (cuts < 1)).all()
     # thresholds are kept apart from the outputs, not folded into them
     assert "thresholds kept apart" in meta["head"] and "folded into the last bias" not in meta["head"]
+    if encoder == "fast":  # the shipped student blends every head with the lexical channel's read-outs
+        assert all(heads[name].lex_cols is not None and 0 < heads[name].lex_blend < 1 for name in heads)
 
 
 def test_missing_encoder_package_names_it(monkeypatch):
@@ -187,6 +190,8 @@ def test_fast_student_features_follow_the_teacher():
     exact = make_scorer(ScorerSpec(scorer="offline", device="cpu", options={"encoder": "exact"}), ("emotion",))
     texts = [t for t in TEXTS if t and len(normalize_mftc(t).split()) > 3]
     a, b = fast.embed(texts), exact.embed(texts)
+    a = a[:, : fast.encoder.dense_dim]  # the student's features (the lexical read-outs' logits follow them)
+    assert a.shape == b.shape
     ca, cb = a.reshape(len(texts), -1, 384), b.reshape(len(texts), -1, 384)
     cos = (ca * cb).sum(2) / (np.linalg.norm(ca, axis=2) * np.linalg.norm(cb, axis=2))
     assert cos.mean() > 0.7, cos  # held-out tweets: 0.83 on average
@@ -224,6 +229,99 @@ def test_static_encoder_pools_a_weighted_mean_of_piece_vectors():
     np.testing.assert_allclose(heavy.pooled(["happy dog"])[0], dequant[1], atol=1e-4)
     with pytest.raises(ValueError, match="token weights"):
         offline.StaticEncoder({**arrays, "static_token_weight": np.ones(3, np.float32)})
+
+
+def _lexical_arrays(terms, idf, weight, bias):
+    scale = np.abs(weight).max(0) / 127.0
+    return {
+        "static_lex_terms": np.frombuffer("\n".join(terms).encode("utf-8"), np.uint8).copy(),
+        "static_lex_idf": np.asarray(idf, np.float32),
+        "static_lex_weight": np.rint(weight / scale).astype(np.int8),
+        "static_lex_scale": scale.astype(np.float32),
+        "static_lex_bias": np.asarray(bias, np.float32),
+    }
+
+
+def test_lexical_channel_features_and_logits():
+    """The fast encoder's lexical channel: the uni+bigrams of the normalised text found in the vocabulary,
+    idf-weighted and L2-normalised; its read-outs' logits are one sparse product (int8 weights dequantised)."""
+    assert offline.lexical_terms("so happy dog") == ["so", "happy", "dog", "so happy", "happy dog"]
+    assert offline.lexical_terms("") == []
+    terms, idf = ["dog", "happy", "happy dog", "sad"], np.array([1.0, 2.0, 3.0, 1.5], np.float32)
+    weight = np.array([[127, 0], [0, 127], [-127, 64], [10, -127]], np.float32) * 0.01
+    lex = offline.LexicalChannel.from_arrays(_lexical_arrays(terms, idf, weight, [0.5, -0.5]))
+    assert lex is not None and lex.width == 2
+    s = lex.features(["happy dog", "dog dog", "unknown words only", ""]).toarray()
+    expect0 = np.array([1.0, 2.0, 3.0, 0.0]) / np.sqrt(1 + 4 + 9)
+    np.testing.assert_allclose(s[0], expect0, atol=1e-6)
+    np.testing.assert_allclose(s[1], [1, 0, 0, 0], atol=1e-6)  # a repeated term counts once
+    assert not s[2].any() and not s[3].any()  # no known term: all zero, the logits are the biases
+    z = lex.logits(["happy dog", "dog dog", "unknown words only", ""])
+    np.testing.assert_allclose(z, s @ weight + [0.5, -0.5], atol=1e-5)
+    assert lex.logits([]).shape == (0, 2)
+    # a file with part of the channel is an error that names what is missing
+    partial = {k: v for k, v in _lexical_arrays(terms, idf, weight, [0, 0]).items() if k != "static_lex_idf"}
+    with pytest.raises(ValueError, match="static_lex_idf"):
+        offline.LexicalChannel.from_arrays(partial)
+    with pytest.raises(ValueError, match="static_lex_scale"):
+        offline.LexicalChannel.from_arrays({k: v for k, v in _lexical_arrays(terms, idf, weight, [0, 0]).items() if k != "static_lex_scale"})
+    with pytest.raises(ValueError, match="do not fit"):
+        offline.LexicalChannel(terms, idf[:3], weight, np.zeros(2, np.float32))
+    assert offline.LexicalChannel.from_arrays({}) is None  # files before the channel load as before
+
+
+@needs_encoder
+def test_heads_blend_the_lexical_read_outs(tmp_path):
+    """With a lexical channel the fast encoder appends its read-outs' logits to the student's features;
+    a head names its columns and blends: (1 - w) mlp + w sigmoid(lexical logit). Saved and loaded as such;
+    an encoder without the channel cannot serve such a head."""
+    rng = np.random.default_rng(0)
+    table = rng.normal(size=(4, 8)).astype(np.float32)
+    scale = np.abs(table).max(1) / 127.0
+    dense = {
+        "static_vocab_ids": np.array([101, 102, 3407, 3899], np.int32),  # [CLS] [SEP] happy dog
+        "static_table_q": np.rint(table / scale[:, None]).astype(np.int8),
+        "static_table_scale": scale.astype(np.float32),
+        "static_proj_weight": rng.normal(size=(8, 384)).astype(np.float32),
+        "static_proj_bias": np.zeros(384, np.float32),
+    }
+    n = len(EMOTION_LABELS)
+    weight = rng.normal(size=(3, n)).astype(np.float32)
+    arrays = {**dense, **_lexical_arrays(["dog", "happy", "happy dog"], [1, 1, 1], weight, np.zeros(n))}
+    plain, lexical = offline.StaticEncoder(dense), offline.StaticEncoder(arrays)
+    assert plain.dim == plain.dense_dim == 384 and lexical.dense_dim == 384 and lexical.dim == 384 + n
+    x = lexical.encode(["happy dog", "sad cat"])
+    np.testing.assert_allclose(x[:, :384], plain.encode(["happy dog", "sad cat"]), atol=1e-6)
+    np.testing.assert_allclose(x[:, 384:], lexical.lexical.logits(["happy dog", "sad cat"]), atol=1e-6)
+    layers = [(rng.normal(size=(384, 4)).astype(np.float32), np.zeros(4, np.float32)), (rng.normal(size=(4, n)).astype(np.float32), np.zeros(n, np.float32))]
+    cols = np.arange(384, 384 + n)
+    mlp, blended = offline.MLPHead(layers, EMOTION_LABELS), offline.MLPHead(layers, EMOTION_LABELS, (cols, 0.25))
+    expect = 0.75 * mlp(x[:, :384]) + 0.25 / (1 + np.exp(-x[:, 384:]))
+    np.testing.assert_allclose(blended(x), expect, atol=1e-6)
+    np.testing.assert_allclose(1 / (1 + np.exp(-blended.logits(x))), expect, atol=1e-5)
+    with pytest.raises(ValueError, match="feature columns"):
+        blended(x[:, :384])
+    with pytest.raises(ValueError, match="blend"):
+        offline.MLPHead(layers, EMOTION_LABELS, (cols, 1.5))
+    with pytest.raises(ValueError, match="one per label"):
+        offline.MLPHead(layers, EMOTION_LABELS, (cols[:3], 0.5))
+    path = tmp_path / "fast.npz"
+    meta = {"encoder": offline.ENCODER_NAME, "layers": [4], "thresholds": {}}
+    offline.save_heads(path, {"emotion": layers, "emotion_eval": layers}, meta, arrays, {"emotion": (cols, 0.25)})
+    heads, _, extra = offline.load_bundle_file(path)
+    np.testing.assert_allclose(heads["emotion"](offline.StaticEncoder(extra).encode(["happy dog", "sad cat"])), expect, atol=1e-5)
+    assert heads["emotion_eval"].lex_cols is None  # a head without columns reads the MLP alone
+    # the scorer refuses a blending head on an encoder without the channel, and says why
+    offline.save_heads(path, {"emotion": layers}, meta, dense, {"emotion": (cols, 0.25)})
+    s = make_scorer(ScorerSpec(scorer="offline", device="cpu", options={"encoder": "fast"}), ("emotion",))
+    bundle = offline.load_bundle_file(path)
+    orig = offline.load_bundle
+    try:
+        offline.load_bundle = lambda encoder: bundle  # type: ignore[assignment]
+        with pytest.raises(ValueError, match="static_lex"):
+            s.setup()
+    finally:
+        offline.load_bundle = orig  # type: ignore[assignment]
 
 
 def test_thresholds_are_the_files_and_cut_the_labels_shown(capsys):
@@ -333,9 +431,9 @@ def test_held_out_accuracy(scorer, shared_dir):
     x = scorer.embed(texts)
     held = _jaccard(y, heads["emotion_eval"](x) >= cut["emotion"])
     assert held == pytest.approx(metrics["emotion"]["dev_heldout"]["jaccard"], abs=0.01)
-    # goal 0.55 for the default (exact); the fast student is documented below it (0.533). SemEval E-c SVM
+    # goal 0.55 for both encoders (the fast one reaches it with its lexical channel). SemEval E-c SVM
     # baseline: 0.44; best published (test set): 0.60
-    assert held >= (0.55 if scorer.encoder_kind == "exact" else 0.52)
+    assert held >= 0.55
     shipped = _jaccard(y, scorer.score(texts)["emotion"] >= scorer.thresholds()["emotion"])
     assert shipped >= held - 0.01  # dev is in its training data
 
@@ -343,6 +441,7 @@ def test_held_out_accuracy(scorer, shared_dir):
     texts, y = _mftc(shared_dir, corpus, 1500)
     f1 = _f1(y, heads["moral_eval"](scorer.embed(texts)) >= cut["moral"])
     assert f1.mean() == pytest.approx(metrics["moral"]["heldout_first_1500"]["macro_f1"], abs=0.02)
+    assert metrics["moral"]["heldout"]["macro_f1"] >= 0.42  # the goal, on all 5,357 held-out tweets (training's figure)
     prevalence = y.mean(0)
     all_positive = (2 * prevalence / (1 + prevalence)).mean()
     assert f1.mean() >= all_positive + 0.15
