@@ -54,11 +54,12 @@ from functools import lru_cache
 from importlib import resources
 from itertools import repeat
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from affalign import devices
+from affalign.registry import OptionTypes
 from affalign.schema import DIMENSIONS
 from affalign.scorers.base import AffectScorer
 
@@ -736,7 +737,7 @@ class OfflineScorer(AffectScorer):
     held-out MFTC subcorpus), for honest held-out figures (``affalign fidelity``); never for a study.
     """
 
-    option_keys = frozenset({"encoder", "heads"})
+    option_keys: ClassVar[OptionTypes] = {"encoder": str, "heads": str}
 
     name = "offline"
 
