@@ -1,4 +1,4 @@
-"""The offline default scorer: a frozen MiniLM sentence encoder with small trained heads.
+"""The offline default scorer: MiniLM-derived sentence features (a static student by default, or the frozen MiniLM) with small trained heads.
 
 Method
 ------
