@@ -377,6 +377,8 @@ def excess_p_value(tally: Tally, name: str, nominal: float) -> float:
     p, se, n = tally.rate(name)
     if n == 0:
         return 1.0
+    if se == 0.0:  # every replicate made the call at the same rate: no Monte Carlo spread to judge by
+        return 0.0 if p > nominal else 1.0
     return float(norm.sf((p - nominal) / se))
 
 

@@ -292,6 +292,7 @@ class MiniLMEncoder:
             self.autocast = None
         self.hidden = int(self.model.config.hidden_size)
         self.dim = self.hidden * len(self.layers)
+        self.dense_dim = self.dim  # all its features are dense (no lexical columns, unlike StaticEncoder)
 
     def _forward(self, batch: Any) -> Any:
         if self.layers == (int(self.model.config.num_hidden_layers),):
@@ -610,11 +611,12 @@ class MLPHead:
         return np.log(p / (1 - p)).astype(np.float32)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        if np.asarray(x).shape[1] < self.width:
-            raise ValueError(f"head reads {self.width} feature columns, got {np.asarray(x).shape[1]}")
+        x = np.asarray(x, np.float32)
+        if x.shape[1] < self.width:
+            raise ValueError(f"head reads {self.width} feature columns, got {x.shape[1]}")
         p = _sigmoid(self._mlp_logits(x))
         if self.lex_cols is not None:
-            lex = _sigmoid(np.asarray(x, np.float32)[:, self.lex_cols])
+            lex = _sigmoid(x[:, self.lex_cols])
             p = (1.0 - self.lex_blend) * p + self.lex_blend * lex
         return p.astype(np.float32)
 
@@ -775,7 +777,7 @@ class OfflineScorer(AffectScorer):
             self.encoder: MiniLMEncoder | StaticEncoder = StaticEncoder(arrays)
         else:
             self.encoder = MiniLMEncoder(device=self.spec.device, dtype=self.spec.dtype, layers=tuple(meta["layers"]))
-        dense = int(getattr(self.encoder, "dense_dim", self.encoder.dim))
+        dense = self.encoder.dense_dim
         for d, head in self.heads.items():
             if head.in_dim != dense:
                 raise ValueError(f"offline {d} head reads {head.in_dim} features, the encoder gives {dense}")

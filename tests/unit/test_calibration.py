@@ -113,3 +113,12 @@ def test_excess_over_nominal_is_judged_with_multiplicity():
     assert 0.3 < C.excess_p_value(at, "below the baseline", 0.025) < 0.7
     assert C.excess_p_value(over, "below the baseline", 0.025) < 1e-4
     assert C.holm({"a": 0.01, "b": 0.04, "c": 0.03}) == pytest.approx({"a": 0.03, "c": 0.06, "b": 0.06})
+
+
+def test_excess_p_value_without_monte_carlo_spread():
+    """Every replicate making the call (p = 1, clustered s.e. 0) is above nominal, not a division by zero."""
+    always = C.Tally()
+    for _ in range(5):
+        always.add({"below the baseline": [True, True]})
+    assert always.rate("below the baseline")[:2] == (1.0, 0.0)
+    assert C.excess_p_value(always, "below the baseline", 0.025) == 0.0
